@@ -1,0 +1,141 @@
+"""Atomic checkpoints with keep-last-N, best, and fallback past a corrupt file.
+
+Layout inside a run folder:  checkpoints/step-00001234.pt (the newest `keep_last`)  and  best.pt.
+A checkpoint is one dict; by convention it holds model, optimizer, scheduler, scaler, epoch, step,
+step_in_epoch (position in the epoch's data order), best_metric and rng (common.seeding.rng_state()).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+_STEP_FILE = re.compile(r"step-(\d+)\.pt$")
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`:
+    a crash mid-write leaves the previous file intact, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    # weights_only=False: our checkpoints hold RNG states (numpy tuples) besides tensors.
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class Checkpointer:
+    """Saves step checkpoints (keeping the newest `keep_last`) and best.pt; only the main rank writes."""
+
+    def __init__(self, run_dir: str | Path, keep_last: int = 2, is_main: bool = True):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep_last = max(1, keep_last)
+        self.is_main = is_main
+
+    def step_checkpoints(self) -> list[Path]:
+        """Step checkpoints, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_FILE.search(p.name))]
+        return [p for _, p in sorted(found)]
+
+    @property
+    def best_path(self) -> Path:
+        return self.dir / "best.pt"
+
+    def save(self, state: dict, step: int, is_best: bool = False) -> Path | None:
+        if not self.is_main:
+            return None
+        path = self.dir / f"step-{step:08d}.pt"
+        atomic_save(state, path)
+        if is_best:
+            atomic_save(state, self.best_path)
+        for old in self.step_checkpoints()[:-self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, map_location="cpu") -> tuple[dict, Path] | None:
+        """The newest readable step checkpoint; a corrupt or truncated one is reported and the
+        previous one is used. None when there is no checkpoint at all."""
+        candidates = self.step_checkpoints()
+        for path in reversed(candidates):
+            try:
+                return load_checkpoint(path, map_location), path
+            except Exception as err:  # truncated zip, bad pickle, ...: fall back to the older one
+                print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                      f"trying the previous one", file=sys.stderr)
+        if candidates:
+            raise RuntimeError(f"no readable checkpoint in {self.dir}: all {len(candidates)} are corrupt")
+        return None
+
+
+def _unwrap(model):
+    """The bare module behind DistributedDataParallel / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def training_state(model, optimizer, scheduler=None, scaler=None, **counters) -> dict:
+    """Everything needed to continue bit for bit: weights, optimizer, scheduler, grad scaler,
+    RNG states, and the caller's counters (epoch, step, step_in_epoch, best_metric, ...)."""
+    from common.seeding import rng_state
+    return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng_state(), **counters}
+
+
+def restore_training_state(state: dict, model, optimizer, scheduler=None, scaler=None) -> dict:
+    """Load a `training_state` dict in place; returns the counters. Call it after building the
+    model and data, right before the loop, so the restored RNG state is the one the loop sees."""
+    from common.seeding import set_rng_state
+    _unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    skip = {"model", "optimizer", "scheduler", "scaler", "rng"}
+    return {k: v for k, v in state.items() if k not in skip}
+
+
+def load_for_resume(checkpointer: Checkpointer, resume: str | None, map_location="cpu") -> dict | None:
+    """`--resume` (latest of the run folder) or `--resume PATH`; None for a fresh start.
+    `--resume` on a run without checkpoints starts fresh, so a Slurm job can always pass it."""
+    if resume is None:
+        return None
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_file():
+            from common.config import ConfigError
+            raise ConfigError(f"--resume {path}: no such checkpoint file")
+        print(f"resuming from {path}")
+        return load_checkpoint(path, map_location)
+    found = checkpointer.load_latest(map_location)
+    if found is None:
+        print(f"--resume: no checkpoint in {checkpointer.dir} yet; starting from scratch")
+        return None
+    state, path = found
+    print(f"resuming from {path}")
+    return state

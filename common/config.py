@@ -1,0 +1,230 @@
+"""YAML config + `key.sub=value` command-line overrides, typed and validated by a dataclass schema.
+
+    cfg, args = parse_args(Config, project="lm")   # python train.py --config c.yaml model.hidden=650
+
+Every user mistake (unknown key, wrong type, missing file) raises `ConfigError` with one line that
+says what, where and how to fix it; `cli_main` prints that line and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import functools
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A user mistake in a config, a command line or an input path (printed as one line)."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Settings every project shares: where the run goes, seeding, device and checkpoints."""
+    name: str = "default"            # run folder: <root>/<project>/<name>/
+    root: str = "runs"               # relative paths are relative to the repository root
+    seed: int = 0
+    deterministic: bool = False      # deterministic kernels (slower on GPU)
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    amp: bool = True                 # autocast on GPU: fp16 + grad scaler on V100, bf16 on Ampere+
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0: end of epoch only)
+    keep_last: int = 2               # step checkpoints kept besides best.pt
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Config paths: absolute, or relative to the current directory if it exists there, otherwise
+    relative to the repository root (so configs work from the root and from a project folder)."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return REPO_ROOT / path
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where YAML is looser (int -> float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like [1, 2], got {value!r}")
+        item_tp = args[0] if args else Any
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+        return _build(tp, value, key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)} in the schema")
+
+
+def _build(schema: type, values: dict, prefix: str = ""):
+    """Instantiate dataclass `schema` from a nested dict, rejecting unknown keys."""
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else \
+                f"; valid keys: {', '.join(prefix + k for k in fields)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    for name, f in fields.items():
+        if name in kwargs:
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required config key {prefix}{name}")
+    return schema(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_nested(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(schema: type, path: str | Path | None, overrides: list[str] = ()):
+    """Defaults of `schema` <- YAML file <- `key.sub=value` overrides; returns a validated instance."""
+    tree = to_dict(schema())
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file} (give a path like configs/demo.yaml)")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {file}{where} is not valid YAML: "
+                              f"{getattr(err, 'problem', err)}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping of keys, not {type(loaded).__name__}")
+        _merge(tree, loaded, schema)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. model.hidden=650)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _check_key(schema, key)
+        _set_nested(tree, key, value)
+    return _build(schema, tree)
+
+
+def _merge(tree: dict, loaded: dict, schema: type, prefix: str = "") -> None:
+    """Deep-merge a YAML mapping into the defaults (sections merge, leaves replace)."""
+    for key, value in loaded.items():
+        _check_key(schema, prefix + key)
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value, schema, prefix + key + ".")
+        else:
+            tree[key] = value
+
+
+def _check_key(schema: type, dotted: str) -> None:
+    node = schema
+    walked = ""
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(f"unknown config key {dotted}: {walked.rstrip('.')} is not a section")
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            close = difflib.get_close_matches(part, list(hints), n=1)
+            hint = f"; did you mean {walked}{close[0]}?" if close else \
+                f"; valid keys: {', '.join(walked + k for k in hints)}"
+            raise ConfigError(f"unknown config key {dotted}{hint}")
+        node = hints[part]
+        walked += part + "."
+
+
+def save_config(cfg, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def parse_args(schema: type, argv: list[str] | None = None, description: str = ""):
+    """`--config FILE [--resume [CKPT]] [key=value ...]` -> (validated config, argparse namespace)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML config file (defaults of the schema if omitted)")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="continue from CKPT, or from the run folder's latest checkpoint")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    args = parser.parse_args(argv)
+    cfg = load_config(schema, args.config, args.overrides)
+    return cfg, args
+
+
+def cli_main(main):
+    """Decorator for a script's main(): a ConfigError becomes one `error:` line and exit status 2."""
+    @functools.wraps(main)
+    def wrapper(*a, **kw):
+        try:
+            return main(*a, **kw)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return wrapper

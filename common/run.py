@@ -1,0 +1,82 @@
+"""The run folder: runs/<project>/<name>/ with config.yaml, the code version, an environment
+summary, tensorboard events, checkpoints/, evaluation outputs, figures and summary.json."""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from common.config import REPO_ROOT, ConfigError, resolve_path, save_config
+
+
+def run_dir_for(project: str, run_cfg) -> Path:
+    return resolve_path(run_cfg.root) / project / run_cfg.name
+
+
+def git_version() -> dict:
+    """Commit of the repository and whether the working tree had uncommitted changes."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {"commit": commit or "unknown (not a git checkout)", "dirty": dirty}
+
+
+def environment_summary(device: torch.device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "device": str(device),
+            "command": " ".join(sys.argv)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def prepare_run_dir(project: str, cfg, device: torch.device, resume: bool, is_main: bool = True) -> Path:
+    """Create (or reopen, when resuming) the run folder and record config, code version and
+    environment. A fresh run refuses to write over a folder that already holds checkpoints."""
+    run_dir = run_dir_for(project, cfg.run)
+    ckpt_dir = run_dir / "checkpoints"
+    if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} already has checkpoints; pass --resume to continue it "
+                          f"or run.name=<new name> for a new run")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        record = {"git": git_version(), "environment": environment_summary(device)}
+        (run_dir / "version.json").write_text(json.dumps(record, indent=2) + "\n")
+    return run_dir
+
+
+def write_summary(run_dir: str | Path, model: str, metrics: dict, **extra) -> Path:
+    """summary.json: the run's headline numbers (read by `make demo` and common.sweep)."""
+    path = Path(run_dir) / "summary.json"
+    path.write_text(json.dumps({"model": model, "metrics": metrics, **extra}, indent=2) + "\n")
+    return path
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mark_finished(run_dir: str | Path) -> None:
+    """A finished run is never restarted by a requeued Slurm job."""
+    (Path(run_dir) / "FINISHED").write_text("training finished\n")
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "FINISHED").is_file()
+
+
+def clear_run_dir(run_dir: str | Path) -> None:
+    shutil.rmtree(run_dir, ignore_errors=True)
