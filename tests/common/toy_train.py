@@ -25,6 +25,7 @@ class ToyConfig:
     samples: int = 96
     batch_size: int = 8      # global batch, split over ranks
     lr: float = 0.05
+    dropout: float = 0.2
     step_sleep_s: float = 0.0  # slows steps so a test can interrupt mid-epoch
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
@@ -49,7 +50,7 @@ def main(argv=None):
     # Own generator: the DataLoader must not draw from the global RNG (it would break exact resume).
     loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler,
                                          drop_last=True, generator=torch.Generator())
-    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1)).to(device)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(cfg.dropout), nn.Linear(16, 1)).to(device)
     train_model = nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.9)

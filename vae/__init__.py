@@ -1,0 +1,1 @@
+"""Variational auto-encoder on MNIST: data, models, training, evaluation and latent figures."""

@@ -1,0 +1,127 @@
+"""Audio tokenisers behind one small interface, so that another codec is one more class here.
+
+    codec = build_codec(cfg.codec, device)
+    codes = codec.encode(waves, num_samples)   # (batch, codebooks, frames) int64
+    waves = codec.decode(codes)                # (batch, samples) float32 at codec.sample_rate
+
+EnCodec 24 kHz at 6 kbps gives 8 codebooks of 1024 entries at 75 frames per second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from common.config import ConfigError
+
+ENCODEC_24KHZ_FILE = "encodec_24khz-d7cc33bc.th"
+
+
+@dataclasses.dataclass
+class CodecConfig:
+    name: str = "encodec"            # encodec (24 kHz); another codec is one more class in codec.py
+    bandwidth_kbps: float = 6.0      # 1.5 / 3 / 6 / 12 / 24 -> 2 / 4 / 8 / 16 / 32 codebooks
+    # false: a randomly initialised EnCodec of the same architecture (demo and tests only: its codes
+    # carry no learned acoustics, so synthesised audio is noise-like)
+    pretrained: bool = True
+    batch_seconds: float = 60.0      # audio per encoder batch when extracting codes
+
+
+class Codec:
+    """What the rest of the project needs from a neural codec."""
+    sample_rate: int
+    frame_rate_hz: float
+    num_codebooks: int
+    codebook_size: int
+
+    def encode(self, waves: torch.Tensor, num_samples: torch.Tensor) -> list[torch.Tensor]:
+        """(batch, samples) float, valid lengths (batch,) -> per item (codebooks, frames) int64."""
+        raise NotImplementedError
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(batch, codebooks, frames) -> (batch, samples) float32."""
+        raise NotImplementedError
+
+
+def encodec_checkpoint_path() -> Path:
+    """Where encodec's own loader (torch.hub) caches the 24 kHz weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ENCODEC_24KHZ_FILE
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "0") not in ("", "0") for v in ("HF_HUB_OFFLINE", "VALLE_OFFLINE"))
+
+
+class EncodecCodec(Codec):
+    sample_rate = 24000
+
+    def __init__(self, pretrained: bool, bandwidth_kbps: float = 6.0, device: str | torch.device = "cpu"):
+        from encodec import EncodecModel
+        if pretrained:
+            path = encodec_checkpoint_path()
+            fetch = (f"fetch it on a machine with internet: python -c \"from encodec import EncodecModel; "
+                     f"EncodecModel.encodec_model_24khz()\" and copy {path.name} to {path.parent}/")
+            if not path.is_file() and _offline():
+                raise ConfigError(f"EnCodec weights not in the cache ({path}) and offline mode is set; {fetch}")
+            previous = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(15)  # a dead network fails in seconds, not minutes
+            try:
+                model = EncodecModel.encodec_model_24khz(pretrained=True)
+            except (OSError, RuntimeError) as err:  # URLError is an OSError
+                raise ConfigError(f"EnCodec weights could not be loaded ({type(err).__name__}); "
+                                  f"expected {path}; {fetch}") from None
+            finally:
+                socket.setdefaulttimeout(previous)
+        else:
+            model = EncodecModel.encodec_model_24khz(pretrained=False)
+            _init_random_codebooks(model)
+        if bandwidth_kbps not in model.target_bandwidths:
+            raise ConfigError(f"codec.bandwidth_kbps={bandwidth_kbps} is not one of {model.target_bandwidths}")
+        model.set_target_bandwidth(bandwidth_kbps)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.frame_rate_hz = float(model.frame_rate)
+        self.hop_samples = self.sample_rate // model.frame_rate
+        self.num_codebooks = model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, bandwidth_kbps)
+        self.codebook_size = model.quantizer.bins
+
+    @torch.no_grad()
+    def encode(self, waves: torch.Tensor, num_samples: torch.Tensor) -> list[torch.Tensor]:
+        # The 24 kHz model is causal, so right padding does not change the codes of valid frames.
+        frames = self.model.encode(waves.to(self.device).unsqueeze(1))
+        codes = frames[0][0].cpu()
+        return [c[:, :math.ceil(int(n) / self.hop_samples)] for c, n in zip(codes, num_samples)]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode([(codes.to(self.device), None)]).squeeze(1).float().cpu()
+
+
+@torch.no_grad()
+def _init_random_codebooks(model, seed: int = 1234) -> None:
+    """An untrained EnCodec's quantiser is empty (k-means initialises it on the first training batch),
+    so every code would be 0. Fill each residual codebook with Gaussian vectors matching the statistics
+    of the residual it quantises on a fixed probe signal: the codes then vary with the audio."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(24000) / 24000
+    probe = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) + 0.05 * torch.randn(24000, generator=gen)
+                         for f in (110.0, 220.0, 440.0, 880.0)]).unsqueeze(1)
+    residual = model.encoder(probe).transpose(1, 2).reshape(-1, model.quantizer.dimension)
+    for layer in model.quantizer.vq.layers:
+        book = layer._codebook
+        mean, std = residual.mean(0), residual.std(0) + 1e-5
+        embed = mean + std * torch.randn(book.embed.shape, generator=gen)
+        book.embed.copy_(embed)
+        book.embed_avg.copy_(embed)
+        book.inited.fill_(1)
+        residual = residual - book.decode(book.encode(residual))
+
+
+def build_codec(cfg: CodecConfig, device: str | torch.device = "cpu") -> Codec:
+    if cfg.name == "encodec":
+        return EncodecCodec(cfg.pretrained, cfg.bandwidth_kbps, device)
+    raise ConfigError(f"codec.name={cfg.name!r} is not known; use encodec")
