@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.config import ConfigError
 from lm.models.dropout import embedding_dropout
 
 
@@ -37,7 +38,6 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, attn_dropout: float, dropout: float, rotary: bool):
         super().__init__()
         if dim % heads:
-            from common.config import ConfigError
             raise ConfigError(f"model.emb_dim={dim} must be divisible by model.heads={heads}")
         self.heads, self.rotary, self.attn_dropout = heads, rotary, attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -114,7 +114,6 @@ class TransformerLM(nn.Module):
             tokens = torch.cat([state, tokens], dim=1)
         length = tokens.size(1)
         if self.positions != "rotary" and length > self.max_len:
-            from common.config import ConfigError
             raise ConfigError(f"a window of {length} tokens exceeds model.max_len={self.max_len} "
                               f"({self.positions} positions); raise model.max_len or shorten the context")
         x = embedding_dropout(self.embedding, tokens, self.dropout_emb, self.training) * self.scale
