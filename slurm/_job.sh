@@ -1,0 +1,101 @@
+# Shared body of the dgx2 sbatch templates (sourced by them; never submitted alone).
+#
+# train_with_restarts PROJECT CONFIG [key=value ...]
+#   runs `python -m PROJECT.train --config CONFIG run.name=RUN --resume` and, when it finishes,
+#   `python -m PROJECT.evaluate runs/PROJECT/RUN`. On the warning signal before the time limit
+#   (--signal=B:USR1@<margin>) the training checkpoints and exits with 75 (EXIT_PREEMPTED in
+#   common/preemption.py); the job then restarts itself and the next job resumes from the
+#   checkpoint. A finished run (runs/PROJECT/RUN/FINISHED) is never restarted; any other failure is
+#   not restarted either.
+#
+# Environment knobs:
+#   RUN_NAME      run folder name (default <job name>-<job id>; set it to continue an older run)
+#   RESTART       requeue (default: `scontrol requeue`, same job id; falls back to resubmission when
+#                 the cluster refuses) | resubmit (`sbatch --dependency=afterany:<this job>`)
+#   MAX_RESTARTS  cap on restarts of one run (default 20, i.e. 21 x 12 h)
+#   LAUNCHER      how to start python (default `python`; torchrun / srun in the multi-GPU templates)
+#   CONDA_ENV     conda environment to activate (default perception-course, from env.yaml)
+
+EXIT_PREEMPTED=75
+TEMPLATE_ARGS=("$@")  # the template's own arguments, for a resubmission
+MAX_RESTARTS=${MAX_RESTARTS:-20}
+
+cd "${SLURM_SUBMIT_DIR:-$PWD}" || exit 1
+if [[ ! -f slurm/_job.sh ]]; then
+    echo "error: submit from the repository root, e.g. sbatch slurm/lm_lstm.sh" >&2
+    exit 1
+fi
+mkdir -p runs/slurm
+
+activate_environment() {
+    local env_name=${CONDA_ENV:-perception-course}
+    if command -v conda >/dev/null && conda env list | awk '{print $1}' | grep -qx "$env_name"; then
+        # shellcheck disable=SC1091
+        source "$(conda info --base)/etc/profile.d/conda.sh" && conda activate "$env_name"
+    elif [[ -x .venv/bin/python ]]; then
+        # shellcheck disable=SC1091
+        source .venv/bin/activate
+    else
+        echo "error: no Python environment: conda env create -f env.yaml (or make test, which builds .venv)" >&2
+        exit 1
+    fi
+}
+
+# Send a signal to the training: to python itself, or to the workers under torchrun / srun.
+forward_signal() {
+    local sig=$1 pid=$2
+    if [[ "${LAUNCHER:-python}" == python ]]; then
+        kill -"$sig" "$pid" 2>/dev/null
+    else
+        pkill -"$sig" -P "$pid" 2>/dev/null || kill -"$sig" "$pid" 2>/dev/null
+    fi
+}
+
+restart_job() {
+    local restarts=$1 run_name=$2 template
+    if (( restarts >= MAX_RESTARTS )); then
+        echo "not restarting: reached MAX_RESTARTS=$MAX_RESTARTS. Continue by hand: RUN_NAME=$run_name sbatch <template>"
+        return 1
+    fi
+    if [[ "${RESTART:-requeue}" == requeue ]] && scontrol requeue "$SLURM_JOB_ID"; then
+        echo "requeued job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $MAX_RESTARTS)"
+        return 0
+    fi
+    template=$(scontrol show job -o "$SLURM_JOB_ID" | tr ' ' '\n' | sed -n 's/^Command=//p')
+    echo "resubmitting $template after job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $MAX_RESTARTS)"
+    RUN_NAME=$run_name RESUBMITS=$((restarts + 1)) sbatch --dependency="afterany:$SLURM_JOB_ID" \
+        ${SLURM_ARRAY_TASK_ID:+--array=$SLURM_ARRAY_TASK_ID} "$template" "${TEMPLATE_ARGS[@]}"
+}
+
+train_with_restarts() {
+    local project=$1 config=$2 arg rc pid
+    shift 2
+    local run_name=${RUN_NAME:-${SLURM_JOB_NAME:-$project}-${SLURM_JOB_ID:-local}} runs_root=runs
+    for arg in "$@"; do  # a run.name / run.root override on the command line wins
+        case $arg in run.name=*) run_name=${arg#run.name=} ;; run.root=*) runs_root=${arg#run.root=} ;; esac
+    done
+    local run_dir=$runs_root/$project/$run_name
+    local restarts=$(( ${SLURM_RESTART_COUNT:-0} + ${RESUBMITS:-0} ))
+    if [[ -f $run_dir/FINISHED ]]; then
+        echo "$run_dir already finished; nothing to do"
+        return 0
+    fi
+    activate_environment
+    echo "[$(date +%FT%T)] job ${SLURM_JOB_ID:-none} on $(hostname), restart $restarts: $project $config run.name=$run_name $*"
+    # shellcheck disable=SC2086
+    ${LAUNCHER:-python} -m "$project.train" --config "$config" "run.name=$run_name" "$@" --resume &
+    pid=$!
+    trap 'echo "[$(date +%T)] time limit near: asking the training to checkpoint"; forward_signal USR1 $pid' USR1
+    trap 'forward_signal TERM $pid' TERM
+    while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done  # a trapped signal interrupts wait
+    wait "$pid"
+    rc=$?
+    trap - USR1 TERM
+    case $rc in
+        0) echo "[$(date +%T)] training finished; evaluating"
+           python -m "$project.evaluate" "$run_dir" ;;
+        "$EXIT_PREEMPTED") restart_job "$restarts" "$run_name" ;;
+        *) echo "training failed with exit code $rc: not restarted (fix the error above, then resubmit with RUN_NAME=$run_name)"
+           return "$rc" ;;
+    esac
+}
