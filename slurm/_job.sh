@@ -85,12 +85,19 @@ train_with_restarts() {
     # shellcheck disable=SC2086
     ${LAUNCHER:-python} -m "$project.train" --config "$config" "run.name=$run_name" "$@" --resume &
     pid=$!
-    trap 'echo "[$(date +%T)] time limit near: asking the training to checkpoint"; forward_signal USR1 $pid' USR1
-    trap 'forward_signal TERM $pid' TERM
+    stop_requested=0
+    trap 'echo "[$(date +%T)] time limit near: asking the training to checkpoint"; stop_requested=1; forward_signal USR1 $pid' USR1
+    trap 'stop_requested=1; forward_signal TERM $pid' TERM
     while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done  # a trapped signal interrupts wait
     wait "$pid"
     rc=$?
     trap - USR1 TERM
+    # Killed by the forwarded signal before its handler was installed (still importing): nothing
+    # was lost since the last checkpoint, so this too is a preemption.
+    if (( stop_requested && (rc == 128 + 10 || rc == 128 + 15) )); then
+        echo "the signal arrived before the training could checkpoint; restarting from the last checkpoint"
+        rc=$EXIT_PREEMPTED
+    fi
     case $rc in
         0) echo "[$(date +%T)] training finished; evaluating"
            python -m "$project.evaluate" "$run_dir" ;;

@@ -33,6 +33,7 @@ class ToyConfig:
 @cli_main
 def main(argv=None):
     cfg, args = parse_args(ToyConfig, argv)
+    preemption = PreemptionFlag()  # first thing: a signal during start-up is kept for the first step
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -63,7 +64,6 @@ def main(argv=None):
     if state is not None:
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, best = (counters[k] for k in ("epoch", "step", "step_in_epoch", "best"))
-    preemption = PreemptionFlag()
 
     def save(is_best=False):
         return checkpointer.save(training_state(model, optimizer, scheduler, scaler, epoch=epoch, step=step,

@@ -79,7 +79,9 @@ KillWait=10
 NodeName={host} CPUs=16 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 PartitionName=dgx2 Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
-        (self.dir / "gres.conf").write_text(f"NodeName={host} Name=gpu File=/dev/null Count=2\n")
+        # Two stand-in GPUs (any character device will do): two jobs may run side by side.
+        (self.dir / "gres.conf").write_text(f"NodeName={host} Name=gpu File=/dev/null\n"
+                                            f"NodeName={host} Name=gpu File=/dev/zero\n")
         self.started_munge = _start_munge()
         for daemon in ("slurmctld", "slurmd"):
             self.procs.append(subprocess.Popen([f"/usr/sbin/{daemon}", "-D", "-f", str(self.conf)],

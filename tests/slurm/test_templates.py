@@ -1,0 +1,65 @@
+"""A real Slurm run of a template: the job is signalled before its (one-minute) time limit,
+checkpoints, requeues itself, resumes and finishes with the same result as an uninterrupted run.
+Needs Debian's slurm-wlm and munge (.ci/run installs them) and root (munged, slurmd)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.config import REPO_ROOT
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cluster import LocalSlurm, missing_binaries  # noqa: E402
+
+DEMO_OVERRIDES = ["train.epochs=6"]  # long enough (~1 min) to be cut by the time limit
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge")
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root (munged and slurmd)")
+    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    slurm.start()
+    yield slurm
+    slurm.stop()
+
+
+def test_lm_template_survives_the_time_limit(cluster, tmp_path):
+    reference_root = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "lm.train", "--config", "lm/configs/demo.yaml", "run.name=ref",
+                    f"run.root={reference_root}", *DEMO_OVERRIDES], cwd=REPO_ROOT, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "lm.evaluate", str(reference_root / "lm" / "ref")], cwd=REPO_ROOT,
+                   check=True, capture_output=True)
+    expected = json.loads((reference_root / "lm" / "ref" / "summary.json").read_text())["metrics"]
+
+    slurm_root = tmp_path / "slurm_runs"
+    env = {**cluster.env, "CONFIG": "lm/configs/demo.yaml", "SBATCH_TIMELIMIT": "1",
+           # the template's warning comes 600 s before 12 h; here 50 s before 1 min
+           "SBATCH_SIGNAL": "B:USR1@50", "SBATCH_OUTPUT": str(tmp_path / "%x-%j.out")}
+    job_id = subprocess.run(["sbatch", "--parsable", "slurm/lm_lstm.sh", f"run.root={slurm_root}",
+                             "run.name=cut", *DEMO_OVERRIDES], cwd=REPO_ROOT, env=env, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    run_dir = slurm_root / "lm" / "cut"
+    deadline = time.time() + 420
+    while time.time() < deadline and not (run_dir / "summary.json").is_file():
+        # Slurm holds a requeued job for ~2 minutes; release it at once to keep the test short.
+        if cluster.job_field(job_id, "Reason") == "BeginTime":
+            subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env=cluster.env)
+        time.sleep(2)
+    log = (tmp_path / f"lm_lstm-{job_id}.out").read_text()
+    assert (run_dir / "summary.json").is_file(), f"the job did not finish in time; its log:\n{log}"
+    assert "time limit near: asking the training to checkpoint" in log
+    assert f"requeued job {job_id}" in log
+    assert "resuming from" in log
+    assert "training finished; evaluating" in log
+    assert int(cluster.job_field(job_id, "Restarts")) >= 1
+    got = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    assert got == expected
