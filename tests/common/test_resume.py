@@ -121,12 +121,12 @@ def run_ranks(root, name, *extra, stop_rank1_at=None):
     for p in procs:
         p.stdout.close()
         p.stderr.close()
-    return codes, [float(l.split()[3]) for l in lines if l.startswith("step ")]
+    return codes, [float(line.split()[3]) for line in lines if line.startswith("step ")]
 
 
 def test_ddp_two_ranks_match_one_process_and_resume(tmp_path):
     single = run_toy(tmp_path, "single", "dropout=0")
-    single_losses = [float(l.split()[3]) for l in single.stdout.splitlines() if l.startswith("step ")]
+    single_losses = [float(line.split()[3]) for line in single.stdout.splitlines() if line.startswith("step ")]
     codes, ddp_losses = run_ranks(tmp_path, "ddp")
     assert codes == [0, 0]
     # Same global batch (8 = 2 x 4): the same trajectory up to float summation order.

@@ -12,8 +12,13 @@ import torch.nn as nn
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import RunConfig, cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device
-from common.distributed import (ResumableSampler, all_reduce_mean, cleanup_distributed, device_for,
-                                setup_distributed)
+from common.distributed import (
+    ResumableSampler,
+    all_reduce_mean,
+    cleanup_distributed,
+    device_for,
+    setup_distributed,
+)
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
 from common.seeding import seed_everything
@@ -43,7 +48,8 @@ def main(argv=None):
         return
     data_gen = torch.Generator().manual_seed(123)
     inputs = torch.randn(cfg.samples, 4, generator=data_gen)
-    targets = inputs @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(cfg.samples, 1, generator=data_gen)
+    noise = 0.1 * torch.randn(cfg.samples, 1, generator=data_gen)
+    targets = inputs @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + noise
     dataset = torch.utils.data.TensorDataset(inputs, targets)
     per_rank_batch = cfg.batch_size // dist_info.world_size
     sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.run.seed,
