@@ -36,9 +36,9 @@ AUDIO_PROTOTYPE = {"airport": 0, "shopping_mall": 0, "metro_station": 0, "bus": 
 VIDEO_PROTOTYPE = {"airport": 0, "shopping_mall": 1, "metro_station": 2, "bus": 3, "tram": 3, "metro": 3,
                    "park": 4, "street_traffic": 5, "street_pedestrian": 5, "public_square": 6}
 
-PARAMS = {"version": 1, "dim": 512, "train_locations_per_class": 8, "test_locations_per_class": 4,
+PARAMS = {"version": 1, "dim": 512, "train_locations_per_class": 10, "test_locations_per_class": 4,
           "clips_per_location": 8, "min_frames": 20, "max_frames": 28, "signal": 0.35,
-          "location_std": 0.5, "noise_std": 1.0, "conflict_rate": 0.15, "conflict_signal": 0.2,
+          "location_std": 0.4, "noise_std": 1.0, "conflict_rate": 0.15, "conflict_signal": 0.2,
           "offset": 1.5, "scale": 2.0}
 
 
@@ -56,11 +56,15 @@ def _clip_frames(rng, prototype, wrong_prototype, location, p) -> np.ndarray:
     return (p["offset"] + p["scale"] * frames).astype(np.float32)
 
 
-def make_synthetic_dataset(root: str | Path, seed: int = 0) -> Path:
-    """Write the set under `root` unless it is already there with the same parameters; returns root."""
+def make_synthetic_dataset(root: str | Path, seed: int = 0, **overrides) -> Path:
+    """Write the set under `root` unless it is already there with the same parameters; returns root.
+    `overrides` change PARAMS (the tests use a smaller `dim` and fewer clips)."""
     root = Path(root)
     stamp = root / "synthetic.json"
-    params = {**PARAMS, "seed": seed}
+    unknown = set(overrides) - set(PARAMS)
+    if unknown:
+        raise ValueError(f"unknown synthetic parameters {sorted(unknown)}; known: {sorted(PARAMS)}")
+    params = {**PARAMS, **overrides, "seed": seed}
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return root
     rng = np.random.default_rng(seed)

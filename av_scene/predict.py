@@ -1,0 +1,37 @@
+"""Running a model over a split, and the two headline metrics (shared by train.py and evaluate.py)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import log_loss
+
+from common.device import autocast
+
+
+@torch.no_grad()
+def predict(model, loader, device, dtype=None) -> dict[str, np.ndarray]:
+    """{"labels": (N,), "logits": (N, C)} and, where the model has them, "audio_logits",
+    "video_logits" (N, C) and "gate" (N,), in the loader's order."""
+    model.eval()
+    collected: dict[str, list] = {"labels": []}
+    for batch in loader:
+        with autocast(device, dtype):
+            outputs = model(batch["audio"].to(device), batch["video"].to(device))
+        collected["labels"].append(batch["label"].numpy())
+        for key, value in outputs.items():
+            collected.setdefault(key, []).append(value.float().cpu().numpy())
+    return {key: np.concatenate(parts) for key, parts in collected.items()}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy and scikit-learn's multi-class log loss (the DCASE metric) over all classes."""
+    probs = probs.astype(np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 rounding trips sklearn's sum-to-one check
+    return {"accuracy": float((probs.argmax(1) == labels).mean()),
+            "log_loss": float(log_loss(labels, probs, labels=list(range(probs.shape[1]))))}
