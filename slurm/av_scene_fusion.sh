@@ -6,4 +6,4 @@
 # Arguments are config overrides, e.g.  sbatch slurm/av_scene_fusion.sh train.label_smoothing=0.1
 # CONFIG=<yaml> picks another config; RUN_NAME=<name> continues an existing run (see slurm/_job.sh).
 source "${SLURM_SUBMIT_DIR:-.}/slurm/_job.sh" "$@"
-train_with_restarts av_scene "${CONFIG:-av_scene/configs/intermediate_fusion.yaml}" "$@"
+train_with_restarts av_scene "${CONFIG:-av_scene/configs/baseline.yaml}" "$@"
