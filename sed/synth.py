@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,16 @@ def make_clip(rng: np.random.Generator, sr: int, max_events: int = 3):
     return audio.astype(np.float32), sorted(events)
 
 
+def _write_clip(job) -> list[tuple[float, float, str]]:
+    """Worker: one clip from its own seed, so the set does not depend on the number of workers."""
+    path, sample_rate, seed = job
+    audio, events = make_clip(np.random.default_rng(seed), sample_rate)
+    sf.write(path, audio, sample_rate, subtype="PCM_16")
+    return events
+
+
 def generate(root: str | Path, train_clips: int = 300, test_clips: int = 60, eval_clips: int = 100,
-             sample_rate: int = 16000, seed: int = 1234) -> Path:
+             sample_rate: int = 16000, seed: int = 1234, workers: int = 1) -> Path:
     """Write the set under `root` unless a finished one with the same settings is there already."""
     root = Path(root)
     settings = {"train": train_clips, "test": test_clips, "eval": eval_clips,
@@ -135,18 +144,22 @@ def generate(root: str | Path, train_clips: int = 300, test_clips: int = 60, eva
     done = root / "SYNTH_DONE.json"
     if done.is_file() and json.loads(done.read_text()) == settings:
         return root
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train_clips), ("test", test_clips), ("eval", eval_clips)):
+    print(f"generating the synthetic DCASE2018-layout set in {root}", flush=True)
+    for split_id, (split, count) in enumerate((("train", train_clips), ("test", test_clips), ("eval", eval_clips))):
         audio_dir = root / ("audio/train/weak" if split == "train" else f"audio/{split}")
         csv_path = root / ("metadata/train/weak.csv" if split == "train" else f"metadata/{split}/{split}.csv")
         audio_dir.mkdir(parents=True, exist_ok=True)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
+        # YouTube-id-like names as in DCASE2018: Y<id>_<start>_<end>.wav
+        names = [f"Ysynth{split}{i:05d}_0.000_10.000.wav" for i in range(count)]
+        jobs = [(audio_dir / name, sample_rate, [seed, split_id, i]) for i, name in enumerate(names)]
+        if workers > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                clip_events = pool.map(_write_clip, jobs, chunksize=8)
+        else:
+            clip_events = [_write_clip(job) for job in jobs]
         lines = ["filename\tevent_labels" if split == "train" else "filename\tonset\toffset\tevent_label"]
-        for i in range(count):
-            audio, events = make_clip(rng, sample_rate)
-            # YouTube-id-like names as in DCASE2018: Y<id>_<start>_<end>.wav
-            name = f"Ysynth{split}{i:05d}_0.000_10.000.wav"
-            sf.write(audio_dir / name, audio, sample_rate, subtype="PCM_16")
+        for name, events in zip(names, clip_events):
             if split == "train":
                 lines.append(f"{name}\t{','.join(sorted({label for _, _, label in events}))}")
             else:
@@ -164,8 +177,9 @@ def main(argv=None):
     parser.add_argument("--eval", type=int, default=100)
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    root = generate(args.out_dir, args.train, args.test, args.eval, args.sample_rate, args.seed)
+    root = generate(args.out_dir, args.train, args.test, args.eval, args.sample_rate, args.seed, args.workers)
     print(f"synthetic DCASE2018-layout set in {root}")
 
 

@@ -1,0 +1,28 @@
+"""A tiny synthetic DCASE2018-layout set shared by the sed tests (generated once per session)."""
+import pytest
+
+from common.config import REPO_ROOT
+from sed.synth import generate
+
+DEMO_CONFIG = str(REPO_ROOT / "sed" / "configs" / "demo.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("sed_data") / "synth", train_clips=24, test_clips=6, eval_clips=6,
+                    sample_rate=16000, seed=7)
+
+
+def _tiny_args(data_root, run_root, name, *extra):
+    """The demo config shrunk to seconds: 24 weak clips, a 2-block 4-channel CRNN, 2 epochs."""
+    return ["--config", DEMO_CONFIG, f"data.root={data_root}", "data.synth.enabled=false", "data.workers=1",
+            "features.hop_ms=80", "model.conv_channels=[4,4]", "model.freq_pool=[8,8]", "model.time_pool=[2,1]",
+            "model.rnn_hidden=8", "train.epochs=2", "train.batch_size=8", "postprocess.sweep_thresholds=[0.3,0.5]",
+            "postprocess.sweep_median_s=[0.0]", "postprocess.timeline_clips=1",
+            f"run.root={run_root}", f"run.name={name}", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_args():
+    """tiny_args(data_root, run_root, run_name, *overrides) -> train.py's argv."""
+    return _tiny_args

@@ -1,0 +1,106 @@
+"""End to end on the tiny generated set: exact resume (mid-epoch and at an epoch boundary), preemption,
+evaluation outputs, and one-line errors for user mistakes."""
+import json
+
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.preemption import EXIT_PREEMPTED, PreemptionFlag
+from sed import evaluate, train
+
+AUGMENT = ["augment.spec_augment=true", "augment.mixup=true", "augment.time_shift=true", "augment.noise=true",
+           "run.checkpoint_every_steps=1", "run.keep_last=20"]
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_root, tiny_args, tmp_path_factory):
+    """2 epochs x 2 steps with every augmentation on, a checkpoint after every step."""
+    run_root = tmp_path_factory.mktemp("sed_runs")
+    train.main(tiny_args(tiny_root, run_root, "straight", *AUGMENT))
+    return run_root
+
+
+@pytest.mark.parametrize("resume_step", [1, 2])   # mid-epoch, epoch boundary
+def test_resume_is_bit_exact(tiny_root, tiny_args, straight_run, resume_step):
+    steps = sorted((straight_run / "sed" / "straight" / "checkpoints").glob("step-*.pt"))
+    assert len(steps) == 4
+    name = f"resumed{resume_step}"
+    train.main(tiny_args(tiny_root, straight_run, name, *AUGMENT) + ["--resume", str(steps[resume_step - 1])])
+    resumed = straight_run / "sed" / name / "checkpoints" / "step-00000004.pt"
+    assert _same(_weights(resumed), _weights(steps[-1]))
+    assert load_checkpoint(resumed)["history"] == load_checkpoint(steps[-1])["history"]
+
+
+def test_preemption_checkpoints_exits_75_and_resumes_exactly(tiny_root, tiny_args, straight_run, monkeypatch):
+    class SignalAfterThreeSteps(PreemptionFlag):
+        checks = 0
+
+        @property
+        def requested(self):
+            SignalAfterThreeSteps.checks += 1
+            return SignalAfterThreeSteps.checks >= 3
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    monkeypatch.setattr(train, "PreemptionFlag", SignalAfterThreeSteps)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(tiny_args(tiny_root, straight_run, "preempted", *AUGMENT))
+    assert exit_info.value.code == EXIT_PREEMPTED
+    run_dir = straight_run / "sed" / "preempted"
+    assert load_checkpoint(run_dir / "checkpoints" / "step-00000003.pt")["step"] == 3
+    monkeypatch.setattr(train, "PreemptionFlag", PreemptionFlag)
+    train.main(tiny_args(tiny_root, straight_run, "preempted", *AUGMENT) + ["--resume"])
+    straight = straight_run / "sed" / "straight" / "checkpoints" / "step-00000004.pt"
+    assert _same(_weights(run_dir / "checkpoints" / "step-00000004.pt"), _weights(straight))
+    assert (run_dir / "FINISHED").is_file()
+
+
+def test_evaluate_writes_predictions_report_figures_and_summary(straight_run):
+    run_dir = straight_run / "sed" / "straight"
+    evaluate.main([str(run_dir)])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "crnn-linear_softmax" and summary["params"] > 0
+    assert set(summary["metrics"]) == {"eval_event_f1_macro", "eval_event_f1_macro_sed_eval",
+                                       "eval_event_er_micro", "eval_segment_f1_macro",
+                                       "eval_tag_f1_macro", "eval_mAP"}
+    assert all(isinstance(v, float) for v in summary["metrics"].values())
+    assert summary["train_seconds"] > 0
+    predictions = (run_dir / "predictions_eval.tsv").read_text().splitlines()
+    assert predictions[0] == "filename\tonset\toffset\tevent_label"
+    for line in predictions[1:]:
+        filename, onset, offset, label = line.split("\t")
+        assert 0 <= float(onset) < float(offset) <= 10.0
+    assert len((run_dir / "sweep.csv").read_text().splitlines()) == 1 + 2
+    assert "t_collar 0.2 s, percentage_of_length 0.2" in (run_dir / "report.md").read_text()
+    assert len(list((run_dir / "figures").glob("timeline_*.png"))) == 1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=fast", "train.lr: expected a number"),
+    ("model.poolin=max", "did you mean model.pooling?"),
+    ("model.freq_pool=[4,4,4]", "model.conv_channels, model.freq_pool and model.time_pool need the same length"),
+])
+def test_user_mistakes_are_one_error_line(tiny_root, tiny_args, tmp_path, capsys, override, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(tiny_args(tiny_root, tmp_path, "bad", override))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_missing_data_root_is_one_error_line(tiny_args, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(tiny_args(tmp_path / "nowhere", tmp_path, "missing"))
+    err = capsys.readouterr().err.strip()
+    assert "nowhere does not exist" in err and "\n" not in err
