@@ -20,7 +20,7 @@ from av_scene.models import MODEL_LABELS, ModelConfig, build_model
 from av_scene.predict import headline_metrics, predict, softmax
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, RunConfig, cli_main, parse_args
-from common.device import amp_dtype, autocast, grad_scaler, pick_device
+from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import ResumableSampler, all_reduce_mean, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line
 from common.params import count_parameters
@@ -40,7 +40,6 @@ class TrainConfig:
     lr_factor: float = 0.1
     early_stop_patience: int = 7  # stop after this many epochs without a better validation score (0: off)
     select_metric: str = "log_loss"  # log_loss | accuracy: what best.pt and early stopping follow
-    cpu_threads: int = 0          # torch CPU threads (0: torch's default); 1 is fastest for small models
 
 
 @dataclasses.dataclass
@@ -87,8 +86,7 @@ def main(argv=None):
     cfg, args = parse_args(Config, argv, description=__doc__)
     if cfg.train.select_metric not in ("log_loss", "accuracy"):
         raise ConfigError(f"train.select_metric must be log_loss or accuracy, got {cfg.train.select_metric!r}")
-    if cfg.train.cpu_threads > 0:
-        torch.set_num_threads(cfg.train.cpu_threads)
+    set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
     seed_everything(cfg.run.seed, cfg.run.deterministic)

@@ -37,6 +37,8 @@ class RunConfig:
     amp: bool = True                 # autocast on GPU: fp16 + grad scaler on V100, bf16 on Ampere+
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0: end of epoch only)
     keep_last: int = 2               # step checkpoints kept besides best.pt
+    cpu_threads: int = 0             # torch CPU threads (0: torch's default); 1 is fastest for tiny
+                                     # models on a busy CPU, where threads wait for each other
 
 
 def resolve_path(path: str | Path) -> Path:

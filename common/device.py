@@ -20,6 +20,12 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"run.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def set_cpu_threads(threads: int) -> None:
+    """`run.cpu_threads`: 0 keeps torch's default (one thread per core)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
     """The autocast dtype for `device`, or None when mixed precision is off or pointless (CPU)."""
     if not enabled or device.type != "cuda":

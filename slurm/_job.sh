@@ -13,6 +13,7 @@
 #   RESTART       requeue (default: `scontrol requeue`, same job id; falls back to resubmission when
 #                 the cluster refuses) | resubmit (`sbatch --dependency=afterany:<this job>`)
 #   MAX_RESTARTS  cap on restarts of one run (default 20, i.e. 21 x 12 h)
+#   EVALUATE      1 (default): run evaluate.py when training finishes; 0: skip it
 #   LAUNCHER      how to start python (default `python`; torchrun / srun in the multi-GPU templates)
 #   CONDA_ENV     conda environment to activate (default perception-course, from env.yaml)
 
@@ -99,8 +100,12 @@ train_with_restarts() {
         rc=$EXIT_PREEMPTED
     fi
     case $rc in
-        0) echo "[$(date +%T)] training finished; evaluating"
-           python -m "$project.evaluate" "$run_dir" ;;
+        0) if [[ ${EVALUATE:-1} == 1 ]]; then
+               echo "[$(date +%T)] training finished; evaluating"
+               python -m "$project.evaluate" "$run_dir"
+           else
+               echo "[$(date +%T)] training finished"
+           fi ;;
         "$EXIT_PREEMPTED") restart_job "$restarts" "$run_name" ;;
         *) echo "training failed with exit code $rc: not restarted (fix the error above, then resubmit with RUN_NAME=$run_name)"
            return "$rc" ;;

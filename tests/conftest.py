@@ -5,8 +5,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Tiny test models run faster on one thread, and so do the subprocesses that inherit this.
+# Tiny test models run several times faster on one thread (threads of a small op mostly wait for
+# each other, the more so on a busy CPU); subprocesses inherit the variable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402  (after the variable, so torch starts with one thread)
+
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

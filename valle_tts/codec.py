@@ -9,6 +9,7 @@ EnCodec 24 kHz at 6 kbps gives 8 codebooks of 1024 entries at 75 frames per seco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import socket
@@ -19,6 +20,7 @@ import torch
 from common.config import ConfigError
 
 ENCODEC_24KHZ_FILE = "encodec_24khz-d7cc33bc.th"
+RANDOM_CODEC_SEED = 1234
 
 
 @dataclasses.dataclass
@@ -77,7 +79,11 @@ class EncodecCodec(Codec):
             finally:
                 socket.setdefaulttimeout(previous)
         else:
-            model = EncodecModel.encodec_model_24khz(pretrained=False)
+            # Fixed seed, global RNG untouched: every process (prepare, train, synthesize, evaluate)
+            # gets the same random codec, so the codes it stores and the audio it decodes agree.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_CODEC_SEED)
+                model = EncodecModel.encodec_model_24khz(pretrained=False)
             _init_random_codebooks(model)
         if bandwidth_kbps not in model.target_bandwidths:
             raise ConfigError(f"codec.bandwidth_kbps={bandwidth_kbps} is not one of {model.target_bandwidths}")
@@ -102,13 +108,13 @@ class EncodecCodec(Codec):
 
 
 @torch.no_grad()
-def _init_random_codebooks(model, seed: int = 1234) -> None:
+def _init_random_codebooks(model, seed: int = RANDOM_CODEC_SEED) -> None:
     """An untrained EnCodec's quantiser is empty (k-means initialises it on the first training batch),
     so every code would be 0. Fill each residual codebook with Gaussian vectors matching the statistics
     of the residual it quantises on a fixed probe signal: the codes then vary with the audio."""
     gen = torch.Generator().manual_seed(seed)
-    t = torch.arange(24000) / 24000
-    probe = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) + 0.05 * torch.randn(24000, generator=gen)
+    t = torch.arange(6000) / 24000
+    probe = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) + 0.05 * torch.randn(6000, generator=gen)
                          for f in (110.0, 220.0, 440.0, 880.0)]).unsqueeze(1)
     residual = model.encoder(probe).transpose(1, 2).reshape(-1, model.quantizer.dimension)
     for layer in model.quantizer.vq.layers:
@@ -122,6 +128,11 @@ def _init_random_codebooks(model, seed: int = 1234) -> None:
 
 
 def build_codec(cfg: CodecConfig, device: str | torch.device = "cpu") -> Codec:
-    if cfg.name == "encodec":
-        return EncodecCodec(cfg.pretrained, cfg.bandwidth_kbps, device)
-    raise ConfigError(f"codec.name={cfg.name!r} is not known; use encodec")
+    return _cached_codec(cfg.name, cfg.pretrained, cfg.bandwidth_kbps, str(device))
+
+
+@functools.cache  # one codec per process: building (and the random init) is slow on CPU
+def _cached_codec(name: str, pretrained: bool, bandwidth_kbps: float, device: str) -> Codec:
+    if name == "encodec":
+        return EncodecCodec(pretrained, bandwidth_kbps, device)
+    raise ConfigError(f"codec.name={name!r} is not known; use encodec")

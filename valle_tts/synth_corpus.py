@@ -25,7 +25,7 @@ WORDS = ("a bad bed big boat cat dog egg fish go hat ice jam kid lamp man moon n
 CHAR_MS = 70
 SPACE_MS = 50
 # (speakers, utterances per speaker) of each part of the demo corpus; first speaker id per part
-DEMO_PARTS = {"train-clean-100": (4, 10, 100), "dev-clean": (4, 2, 100), "test-clean": (2, 4, 900)}
+DEMO_PARTS = {"train-clean-100": (4, 8, 100), "dev-clean": (4, 1, 100), "test-clean": (2, 3, 900)}
 
 
 def _formants(char: str) -> tuple[float, float]:
@@ -58,8 +58,9 @@ def synthesise(text: str, f0_hz: float, formant_scale: float, sample_rate: int,
 
 
 def write_corpus(root: str | Path, parts: dict = DEMO_PARTS, sample_rate: int = 24000,
-                 seed: int = 0) -> Path:
-    """Write the corpus (skipped when `root/COMPLETE` exists); returns `root`."""
+                 seed: int = 0, words_per_utt: tuple[int, int] = (2, 3)) -> Path:
+    """Write the corpus (skipped when `root/COMPLETE` exists); returns `root`.
+    parts: {part: (speakers, utterances per speaker, first speaker id)}."""
     root = Path(root)
     if (root / "COMPLETE").is_file():
         return root
@@ -74,7 +75,7 @@ def write_corpus(root: str | Path, parts: dict = DEMO_PARTS, sample_rate: int = 
             trans, book = [], []
             for u in range(utts_per_speaker):
                 utt_id = f"{speaker}_{chapter}_{u:06d}_000000"
-                words = rng.choice(WORDS, size=int(rng.integers(2, 4)), replace=False)
+                words = rng.choice(WORDS, size=int(rng.integers(words_per_utt[0], words_per_utt[1] + 1)), replace=False)
                 text = " ".join(words)
                 sf.write(folder / f"{utt_id}.wav", synthesise(text, f0_hz, formant_scale, sample_rate, rng),
                          sample_rate)

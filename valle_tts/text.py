@@ -21,8 +21,8 @@ _KEEP = re.compile(r"[^a-z' ,.?!-]")
 def normalize_transcript(text: str) -> str:
     """Lower case, ASCII letters/apostrophe/basic punctuation, single spaces:
     "Mr. Smith’s  CAT!" -> "mr. smith's cat!"."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    text = text.lower().replace("`", "'")
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     text = _KEEP.sub(" ", text)
     return re.sub(r"\s+", " ", text).strip()
 

@@ -18,13 +18,3 @@ def small_root(tmp_path_factory):
 def h5_files() -> dict:
     """data.audio_h5 / data.video_h5 for the small set (it has no val.hdf5)."""
     return {key: list(value) for key, value in H5.items()}
-
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small models run fastest on one thread, and far faster on a loaded machine."""
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -1,0 +1,113 @@
+"""Prompt assembly (continuation vs cross-utterance), WER and similarity scoring, the evaluation
+table, offline loader errors, and the synthesize / evaluate commands end to end."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+
+from common.config import ConfigError, load_config
+from valle_tts.config import Config
+from valle_tts.data import load_cuts
+from valle_tts.evaluate import build_eval_list, prompt_for
+from valle_tts.scoring import SpeakerEmbedder, load_whisper, word_error_rate
+
+
+def test_eval_list_and_prompt_assembly(prepared):
+    root, config = prepared
+    cuts = load_cuts(root / "manifests", ["test-clean"]).to_eager()
+    items = build_eval_list(cuts, 0.3, 5.0, seed=0)
+    assert items == build_eval_list(cuts, 0.3, 5.0, seed=0)  # fixed by the seed
+    a, b = items
+    assert a["prompt_id"] == b["id"] and b["prompt_id"] == a["id"]  # same speaker, other utterance
+    assert build_eval_list(cuts, 0.3, 0.0001, seed=0) == []
+    codes, wave, text = prompt_for("continuation", a, cuts, 24000, 0.2, 75.0)
+    assert codes.shape == (15, 8) and (codes.numpy() == cuts[a["id"]].load_codes()[:15]).all()
+    assert len(wave) == 4800 and text == a["text"]
+    codes, wave, text = prompt_for("cross", a, cuts, 24000, 0.2, 75.0)
+    assert (codes.numpy() == cuts[b["id"]].load_codes()[:15]).all()
+    assert text == f"{b['text']} {a['text']}"
+
+
+def test_word_error_rate_normalises_and_matches_jiwer():
+    refs = ["Mr. Smith has TWO dogs.", "hello world", "?!"]
+    hyps = ["mister smith has 2 dog", "hello there world", "anything"]
+    wer, per_utt = word_error_rate(refs, hyps)
+    # normalised: "mister smith has 2 dogs" vs "... dog" (1 sub), "hello world" vs +1 insertion
+    assert wer == pytest.approx(jiwer.wer(["mister smith has 2 dogs", "hello world"],
+                                          ["mister smith has 2 dog", "hello there world"]))
+    assert wer == pytest.approx(2 / 7)
+    assert per_utt == pytest.approx([0.2, 0.5, 1.0])  # an empty reference with words said: 1
+
+
+def test_similarity_identical_vs_different():
+    embedder = SpeakerEmbedder("unused", "cpu", random=True)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(8000).astype(np.float32)
+    b = np.sin(np.arange(8000) * 0.05).astype(np.float32)
+    assert embedder.similarity(a, a) == pytest.approx(1.0, abs=1e-5)
+    assert embedder.similarity(a, b) < embedder.similarity(a, a) - 1e-4
+
+
+def test_offline_loaders_fail_fast_with_one_line(tmp_path, monkeypatch):
+    from valle_tts.codec import CodecConfig, build_codec
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    start = time.time()
+    with pytest.raises(ConfigError, match=r"whisper model small is not in the cache \(.*small.pt\)"):
+        load_whisper("small", "cpu")
+    with pytest.raises(ConfigError, match="speaker model speechbrain/not-cached-here is not in the Hugging"):
+        SpeakerEmbedder("speechbrain/not-cached-here", "cpu")
+    with pytest.raises(ConfigError, match=r"EnCodec weights not in the cache \(.*encodec_24khz-d7cc33bc.th\)"):
+        build_codec(CodecConfig(pretrained=True), "cpu")
+    with pytest.raises(ConfigError, match="not a whisper model"):
+        load_whisper("huge-v9", "cpu")
+    assert time.time() - start < 10
+
+
+def test_table_collects_runs(tmp_path):
+    from common.run import write_summary
+    from valle_tts.table import collect
+    for name, wer in (("base_100h", 0.12), ("base_960h", 0.05)):
+        (tmp_path / name).mkdir()
+        write_summary(tmp_path / name, "VALL-E", {"wer_cross": wer, "sim_cross": 0.5}, params=3_000_000,
+                      train_parts=["train-clean-100"])
+    table = collect([tmp_path / "base_100h", tmp_path / "base_960h"]).splitlines()
+    assert table[0].startswith("| run | training data | params | WER cont. % | WER cross %")
+    assert table[2].startswith("| base_100h | train-clean-100 | 3.0M | - | 12.00 | - | 0.50")
+    assert "| 5.00 |" in table[3]
+    with pytest.raises(ConfigError, match="has no summary.json"):
+        collect([tmp_path])
+
+
+def test_synthesize_and_evaluate_end_to_end(trained_run, tmp_path, capsys):
+    from valle_tts import evaluate, synthesize
+    manifest_dir = Path(load_config(Config, trained_run / "config.yaml").data.manifest_dir)
+    cut = next(iter(load_cuts(manifest_dir, ["test-clean"])))
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, cut.load_audio()[0], cut.sampling_rate)
+    out = tmp_path / "out.wav"
+    synthesize.main([str(trained_run), "--text", "cat", "--prompt-wav", str(prompt),
+                     "--prompt-text", cut.supervisions[0].text, "--out", str(out)])
+    info = sf.info(out)
+    assert info.samplerate == 24000 and info.frames % 320 == 0
+    assert "RANDOMLY INITIALISED EnCodec" in capsys.readouterr().out
+
+    evaluate.main([str(trained_run)])
+    summary = json.loads((trained_run / "summary.json").read_text())
+    for key in ("wer_continuation", "wer_cross", "sim_continuation", "sim_cross", "wer_ground_truth",
+                "wer_codec_resynthesis", "rtf", "peak_memory_mb"):
+        assert isinstance(summary["metrics"][key], float), key
+    assert summary["random_scorers"] is True and summary["codec_pretrained"] is False
+    with open(trained_run / "eval" / "per_utterance.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["system"], r["mode"]) for r in rows] == [("ground_truth", "-"), ("codec_resynthesis", "-"),
+                                                        ("valle", "continuation"), ("valle", "cross")]
+    assert len(json.loads((manifest_dir / "eval_list_seed0.json").read_text())) == 2  # saved for reuse

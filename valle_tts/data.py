@@ -1,0 +1,101 @@
+"""Training data: cuts with stored EnCodec codes (see prepare.py), batched by total duration with
+lhotse's DynamicBucketingSampler, collated into padded tensors. Waveforms are never read here.
+
+Exact resume: the sampler's order depends on (seed, epoch) only (lhotse seeds its shuffling RNG
+with seed + epoch), so a resumed run rebuilds the epoch's batch sequence and skips the batches the
+checkpoint says were consumed (`skip_batches`). Only cut metadata is touched while skipping.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import torch
+
+from common.config import ConfigError
+from valle_tts.text import TokenTable
+
+
+@dataclasses.dataclass
+class DataConfig:
+    corpus: str = "libritts"                  # libritts | librispeech (lhotse recipe names)
+    corpus_dir: str = "data/LibriTTS"         # holds train-clean-100/, dev-clean/, ...
+    # 100 h: [train-clean-100]; 360 h: [train-clean-360]; 960 h: + train-other-500
+    train_parts: list[str] = dataclasses.field(default_factory=lambda: ["train-clean-100"])
+    valid_parts: list[str] = dataclasses.field(default_factory=lambda: ["dev-clean"])
+    test_parts: list[str] = dataclasses.field(default_factory=lambda: ["test-clean"])
+    manifest_dir: str = "data/valle/libritts"  # manifests, tokens.txt and codes are written here
+    download: bool = False                    # fetch missing parts from openslr (needs internet)
+    synthesise_toy_corpus: bool = False       # write the numpy toy corpus to corpus_dir (demo, tests)
+    min_duration_s: float = 1.0
+    max_duration_s: float = 20.0
+    text_tokens: str = "chars"                # chars | phonemes (needs espeak-ng)
+    num_jobs: int = 1                         # lhotse recipe workers
+    max_batch_s: float = 120.0                # seconds of audio per batch (DynamicBucketingSampler)
+    num_buckets: int = 10
+    num_workers: int = 2                      # DataLoader workers reading codes
+
+
+def load_cuts(manifest_dir: Path, parts: list[str]):
+    from lhotse import CutSet
+    if not parts:
+        raise ConfigError("an empty list of corpus parts (data.train_parts / valid_parts / test_parts); "
+                          "name at least one, e.g. [dev-clean]")
+    files = [manifest_dir / f"cuts_codes_{p}.jsonl.gz" for p in parts]
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"{f} not found; run the prepare stages (python -m valle_tts.prepare "
+                              f"--config <config>) or check data.manifest_dir")
+    return CutSet.from_files([str(f) for f in files]) if len(files) > 1 else CutSet.from_file(files[0])
+
+
+def collate(texts: list[torch.Tensor], codes: list[torch.Tensor]) -> dict:
+    """Pad a batch. texts: (text_len,) each; codes: (frames, codebooks) each ->
+    text (B, T_text) 0-padded, text_lens (B,), codes (B, T_audio, Q) 0-padded, audio_lens (B,)."""
+    return {"text": torch.nn.utils.rnn.pad_sequence(texts, batch_first=True),
+            "text_lens": torch.tensor([len(t) for t in texts]),
+            "codes": torch.nn.utils.rnn.pad_sequence(codes, batch_first=True),
+            "audio_lens": torch.tensor([len(c) for c in codes])}
+
+
+class CodesDataset(torch.utils.data.Dataset):
+    """CutSet (one batch from the sampler) -> padded tensors; codes come from lhotse storage."""
+
+    def __init__(self, tokens: TokenTable):
+        self.tokens = tokens
+
+    def __getitem__(self, cuts) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        texts = [torch.tensor(self.tokens.encode(c.supervisions[0].text)) for c in cuts]
+        codes = [torch.from_numpy(c.load_codes().astype("int64")) for c in cuts]
+        batch = collate(texts, codes)
+        batch["cut_ids"] = [c.id for c in cuts]
+        return batch
+
+
+def make_sampler(cuts, cfg: DataConfig, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+    from lhotse.dataset import DynamicBucketingSampler
+    if cfg.num_buckets < 2:
+        raise ConfigError(f"data.num_buckets={cfg.num_buckets}: lhotse's bucketing needs at least 2")
+    return DynamicBucketingSampler(cuts, max_duration=cfg.max_batch_s, num_buckets=cfg.num_buckets,
+                                   shuffle=shuffle, drop_last=False, seed=seed, rank=rank,
+                                   world_size=world_size)
+
+
+class SkippingSampler:
+    """The lhotse sampler's batches for one epoch, minus the first `skip` (consumed before a resume)."""
+
+    def __init__(self, sampler, epoch: int, skip: int):
+        self.sampler, self.epoch, self.skip = sampler, epoch, skip
+
+    def __iter__(self):
+        self.sampler.set_epoch(self.epoch)
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+
+def make_loader(cuts_sampler, dataset, epoch: int, skip_batches: int, num_workers: int):
+    # Own generator: the DataLoader must not draw from the global RNG (exact resume).
+    return torch.utils.data.DataLoader(dataset, sampler=SkippingSampler(cuts_sampler, epoch, skip_batches),
+                                       batch_size=None, num_workers=num_workers,
+                                       persistent_workers=False, generator=torch.Generator())

@@ -1,0 +1,1 @@
+from valle_tts.models.valle import VALLE, ARModel, ModelConfig, NARModel  # noqa: F401
