@@ -110,8 +110,6 @@ def main(argv=None):
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
-    if cfg.train.models not in ("both", "ar", "nar"):
-        raise ConfigError(f"train.models={cfg.train.models!r}: use both, ar or nar")
     run_dir = prepare_run_dir("valle_tts", cfg, device, resume=args.resume is not None, is_main=dist_info.is_main)
     if is_finished(run_dir):
         print(f"{run_dir} already finished")

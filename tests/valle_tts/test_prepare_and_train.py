@@ -137,7 +137,7 @@ def test_parameter_limit_is_one_line_error(prepared, capsys):
 
 @pytest.mark.parametrize("override, message", [
     ("train.modles=ar", "unknown config key train.modles; did you mean train.models?"),
-    ("train.models=all", "train.models='all': use both, ar or nar"),
+    ("train.models=all", "train.models: expected one of ['both', 'ar', 'nar'], got 'all'"),
     ("data.corpus_dir=/nonexistent/LibriTTS", "lacks train-clean-100"),
 ])
 def test_user_mistakes_are_one_line(prepared, tmp_path, capsys, make_config, override, message):
