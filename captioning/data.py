@@ -157,7 +157,8 @@ def load_corpus(cfg: DataConfig) -> CaptionCorpus:
     root = resolve_path(cfg.root)
     if cfg.generate_shapes:
         from captioning.shapes import write_shapes_dataset
-        write_shapes_dataset(root, num_train=cfg.generate_shapes)
+        held_out = max(10, cfg.generate_shapes // 7)
+        write_shapes_dataset(root, cfg.generate_shapes, num_dev=held_out, num_test=held_out)
     if not root.is_dir():
         raise ConfigError(f"data folder not found: {root} (set data.root to the Flickr8k folder; see "
                           f"captioning/README.md for how to get it)")
@@ -180,16 +181,18 @@ def load_corpus(cfg: DataConfig) -> CaptionCorpus:
         if missing:
             print(f"warning: skipping {len(missing)} missing {split} images: {', '.join(missing[:5])}"
                   f"{' ...' if len(missing) > 5 else ''}")
-            splits[split] = [n for n in names if n not in set(missing)]
+            missing = set(missing)
+            splits[split] = [n for n in names if n not in missing]
     return CaptionCorpus(splits, captions, images_dir)
 
 
-def encode_training_captions(corpus: CaptionCorpus, vocab: Vocabulary, max_tokens: int):
-    """Every training caption as ids -> (captions (N, L) padded, lengths (N,), image index (N,)).
-    Captions over `max_tokens` words are skipped and counted."""
+def encode_captions(names: list[str], captions: dict[str, list[str]], vocab: Vocabulary,
+                    max_tokens: int = 10 ** 6):
+    """Every caption of the images `names` as ids -> (captions (N, L) padded, lengths (N,), index
+    into `names` (N,)). Captions over `max_tokens` words are skipped and counted."""
     rows, image_index, skipped = [], [], 0
-    for i, name in enumerate(corpus.splits["train"]):
-        for caption in corpus.captions[name]:
+    for i, name in enumerate(names):
+        for caption in captions[name]:
             tokens = tokenize(caption)
             if not tokens or len(tokens) > max_tokens:
                 skipped += 1
@@ -197,7 +200,7 @@ def encode_training_captions(corpus: CaptionCorpus, vocab: Vocabulary, max_token
             rows.append(vocab.encode(tokens))
             image_index.append(i)
     if skipped:
-        print(f"skipped {skipped} training captions that are empty or longer than {max_tokens} words "
+        print(f"skipped {skipped} captions that are empty or longer than {max_tokens} words "
               f"(data.max_caption_tokens)")
     lengths = torch.tensor([len(r) for r in rows])
     padded = torch.full((len(rows), int(lengths.max())), vocab.pad, dtype=torch.long)

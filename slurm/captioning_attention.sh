@@ -6,4 +6,4 @@
 # Arguments are config overrides, e.g.  sbatch slurm/captioning_attention.sh decode.beam_size=5
 # CONFIG=<yaml> picks another config; RUN_NAME=<name> continues an existing run (see slurm/_job.sh).
 source "${SLURM_SUBMIT_DIR:-.}/slurm/_job.sh" "$@"
-train_with_restarts captioning "${CONFIG:-captioning/configs/resnet101_attention.yaml}" "$@"
+train_with_restarts captioning "${CONFIG:-captioning/configs/resnet101_lstm.yaml}" "$@"
