@@ -84,6 +84,7 @@ def score(metrics: dict, select_metric: str) -> float:
 @cli_main
 def main(argv=None):
     cfg, args = parse_args(Config, argv, description=__doc__)
+    preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
     if cfg.train.select_metric not in ("log_loss", "accuracy"):
         raise ConfigError(f"train.select_metric must be log_loss or accuracy, got {cfg.train.select_metric!r}")
     set_cpu_threads(cfg.run.cpu_threads)
@@ -128,7 +129,6 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, best, stale_epochs, train_seconds, best_valid = (counters[k] for k in (
             "epoch", "step", "step_in_epoch", "best", "stale_epochs", "train_seconds", "best_valid"))
-    preemption = PreemptionFlag()
     started = time.time()
 
     def save(is_best=False):

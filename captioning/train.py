@@ -79,6 +79,7 @@ def validate(model, loader, features_given, device, dtype, pad_id) -> float:
 @cli_main
 def main(argv=None):
     cfg, args = parse_args(Config, argv, description=__doc__)
+    preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -138,7 +139,6 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, best, train_seconds, history = (
             counters[k] for k in ("epoch", "step", "step_in_epoch", "best", "train_seconds", "history"))
-    preemption = PreemptionFlag()
     extra = {"vocab": vocab.to_json(), "config": to_dict(cfg), "params": params}
 
     def save(is_best=False):

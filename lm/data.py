@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common.config import ConfigError
+from common.config import ConfigError, resolve_path
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -164,3 +164,16 @@ def eval_chunks(stream: torch.Tensor, rows: int, chunk_len: int, eos_id: int = 0
     for start in range(0, per_row, chunk_len):
         end = start + chunk_len
         yield inputs[:, start:end], targets[:, start:end], mask[:, start:end]
+
+
+def corpus_from_config(cfg) -> tuple[Corpus, Path]:
+    """The `data:` section -> (corpus, resolved folder); writes the synthetic corpus first when
+    `data.generate: markov` and the folder does not hold it yet."""
+    from lm.synthetic import write_corpus  # here: lm.synthetic imports this module
+    folder = resolve_path(cfg.dir)
+    if cfg.generate == "markov" and not (folder / "train.txt").is_file():
+        print(f"writing a synthetic Markov-chain corpus to {folder}")
+        write_corpus(folder, cfg.generate_train_tokens)
+    corpus = load_corpus(folder, cfg.vocab_from, cfg.max_vocab, cfg.min_count)
+    print(f"{folder}: {corpus.describe()}")
+    return corpus, folder

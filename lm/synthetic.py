@@ -36,7 +36,7 @@ class MarkovSource:
     """Second-order chain over `words` (index 0 is `<eos>`); `next_probs[a, b]` is the distribution
     of the word after (a, b), with `branching` non-zero entries."""
 
-    def __init__(self, vocab_size: int = 40, branching: int = 4, concentration: float = 0.7,
+    def __init__(self, vocab_size: int = 24, branching: int = 4, concentration: float = 0.7,
                  eos_prob: float = 0.08, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.words = [EOS] + make_words(vocab_size - 1, rng)
@@ -91,7 +91,7 @@ def to_lines(ids: list[int], words: list[str]) -> str:
 
 
 def write_corpus(out: str | Path, train_tokens: int = 100_000, eval_tokens: int = 10_000,
-                 vocab_size: int = 40, branching: int = 4, seed: int = 0) -> dict:
+                 vocab_size: int = 24, branching: int = 4, seed: int = 0) -> dict:
     """Write train/valid/test.txt and source.json (entropy rate, oracle test perplexity)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--train-tokens", type=int, default=100_000)
-    parser.add_argument("--vocab-size", type=int, default=40)
+    parser.add_argument("--vocab-size", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     info = write_corpus(args.out, args.train_tokens, vocab_size=args.vocab_size, seed=args.seed)

@@ -68,6 +68,7 @@ def validate(model, valid_set, device, dtype, tag_threshold: float) -> dict:
 @cli_main
 def main(argv=None):
     cfg, args = parse_args(Config, argv, description=__doc__.split("\n\n")[0])
+    preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -116,7 +117,6 @@ def main(argv=None):
         epoch, step, step_in_epoch, bad_epochs = (counters[k] for k in ("epoch", "step", "step_in_epoch", "bad_epochs"))
         best, best_epoch, history = counters["best"], counters["best_epoch"], counters["history"]
         train_seconds, clips_seen, losses = counters["train_seconds"], counters["clips_seen"], counters["losses"]
-    preemption = PreemptionFlag()
 
     def save(is_best=False):
         return checkpointer.save(training_state(

@@ -106,6 +106,7 @@ def validate(model, loader, cfg: Config, device, dtype) -> dict:
 @cli_main
 def main(argv=None):
     cfg, args = parse_args(Config, argv)
+    preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
     set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
@@ -159,7 +160,6 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, batches_in_epoch, best, train_seconds = (
             counters[k] for k in ("epoch", "step", "batches_in_epoch", "best", "train_seconds"))
-    preemption = PreemptionFlag()
 
     def save(is_best=False, **extra):
         return checkpointer.save(training_state(model, optimizer, scheduler, scaler, epoch=epoch, step=step,

@@ -34,3 +34,12 @@ def detach_state(state):
     if isinstance(state, torch.Tensor):
         return state.detach()
     return type(state)(detach_state(s) for s in state)
+
+
+def model_name(cfg) -> str:
+    """Short name for tables: `lstm 3x1150 emb400`, `transformer 8L d512 rotary`, `ffnn ctx4 h400`."""
+    if cfg.arch == "ffnn":
+        return f"ffnn ctx{cfg.context_size} h{cfg.hidden}"
+    if cfg.arch == "transformer":
+        return f"transformer {cfg.layers}L d{cfg.emb_dim} {cfg.positions}"
+    return f"{cfg.arch} {cfg.layers}x{cfg.hidden} emb{cfg.emb_dim}"
