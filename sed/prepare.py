@@ -109,7 +109,11 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
             import librosa.feature  # noqa: F401
         start = time.time()
         if workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("fork").Pool(workers, initializer=_one_thread_per_worker) as pool:
+            # Not "fork": forking a process that already runs threads (torch, tensorboard) can leave a
+            # worker holding a copied lock forever. The fork server is clean and has this module loaded.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["sed.prepare"])
+            with context.Pool(workers, initializer=_one_thread_per_worker) as pool:
                 results = pool.imap_unordered(_extract, jobs, chunksize=4)
                 extracted = _store(results, group, skipped, len(jobs), name)
         else:

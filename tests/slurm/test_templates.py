@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from common.config import REPO_ROOT
+from lm.synthetic import write_corpus
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cluster import LocalSlurm, missing_binaries  # noqa: E402
 
-DEMO_OVERRIDES = ["train.epochs=6"]  # long enough (~1 min) to be cut by the time limit
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
+EPOCHS = "train.epochs=24"  # ~50 s of training: long enough to be cut by the time limit
 
 
 @pytest.fixture(scope="module")
@@ -32,34 +34,41 @@ def cluster(tmp_path_factory):
 
 
 def test_lm_template_survives_the_time_limit(cluster, tmp_path):
-    reference_root = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "lm.train", "--config", "lm/configs/demo.yaml", "run.name=ref",
-                    f"run.root={reference_root}", *DEMO_OVERRIDES], cwd=REPO_ROOT, check=True,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "lm.evaluate", str(reference_root / "lm" / "ref")], cwd=REPO_ROOT,
-                   check=True, capture_output=True)
-    expected = json.loads((reference_root / "lm" / "ref" / "summary.json").read_text())["metrics"]
+    corpus = tmp_path / "markov"
+    write_corpus(corpus, 100_000)  # once, before two runs read it
+    overrides = [EPOCHS, f"data.dir={corpus}"]
+    # The uninterrupted reference runs beside the Slurm job (the machine has two cores).
+    reference_dir = tmp_path / "reference" / "lm" / "ref"
+    reference = subprocess.Popen(
+        f"{sys.executable} -m lm.train --config lm/configs/demo.yaml run.name=ref run.root={tmp_path / 'reference'} "
+        f"{' '.join(overrides)} && {sys.executable} -m lm.evaluate {reference_dir}",
+        shell=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     slurm_root = tmp_path / "slurm_runs"
     env = {**cluster.env, "CONFIG": "lm/configs/demo.yaml", "SBATCH_TIMELIMIT": "1",
            # the template's warning comes 600 s before 12 h; here 50 s before 1 min
            "SBATCH_SIGNAL": "B:USR1@50", "SBATCH_OUTPUT": str(tmp_path / "%x-%j.out")}
     job_id = subprocess.run(["sbatch", "--parsable", "slurm/lm_lstm.sh", f"run.root={slurm_root}",
-                             "run.name=cut", *DEMO_OVERRIDES], cwd=REPO_ROOT, env=env, check=True,
+                             "run.name=cut", *overrides], cwd=REPO_ROOT, env=env, check=True,
                             capture_output=True, text=True).stdout.strip()
     run_dir = slurm_root / "lm" / "cut"
     deadline = time.time() + 420
-    while time.time() < deadline and not (run_dir / "summary.json").is_file():
+    state = ""
+    while time.time() < deadline and state not in FINAL_STATES:
         # Slurm holds a requeued job for ~2 minutes; release it at once to keep the test short.
         if cluster.job_field(job_id, "Reason") == "BeginTime":
             subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env=cluster.env)
         time.sleep(2)
+        state = cluster.job_field(job_id, "JobState")
     log = (tmp_path / f"lm_lstm-{job_id}.out").read_text()
-    assert (run_dir / "summary.json").is_file(), f"the job did not finish in time; its log:\n{log}"
+    assert state == "COMPLETED", f"job state {state or 'unknown'}; its log:\n{log}"
     assert "time limit near: asking the training to checkpoint" in log
     assert f"requeued job {job_id}" in log
     assert "resuming from" in log
     assert "training finished; evaluating" in log
+    assert (run_dir / "FINISHED").is_file() and (run_dir / "samples.txt").is_file()  # evaluate.py ran
     assert int(cluster.job_field(job_id, "Restarts")) >= 1
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    expected = json.loads((reference_dir / "summary.json").read_text())["metrics"]
     got = json.loads((run_dir / "summary.json").read_text())["metrics"]
     assert got == expected
