@@ -26,7 +26,7 @@ from av_scene.models import MODEL_LABELS, build_model
 from av_scene.models.late_fusion import LATE_RULES, StackingFusion, average_probs, fit_audio_weight, weighted_probs
 from av_scene.predict import headline_metrics, predict, softmax
 from av_scene.train import Config
-from common.checkpoint import Checkpointer, load_checkpoint
+from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import ConfigError, cli_main, load_config
 from common.params import count_parameters
 from common.run import read_summary, write_summary
@@ -34,20 +34,7 @@ from common.run import read_summary, write_summary
 
 def load_run(path: str | Path):
     """A run folder or a checkpoint file -> (config, model with the weights, run folder, checkpoint)."""
-    path = Path(path)
-    if path.is_file():
-        checkpoint = path
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    elif path.is_dir():
-        run_dir = path
-        checkpointer = Checkpointer(run_dir)
-        steps = checkpointer.step_checkpoints()
-        checkpoint = checkpointer.best_path if checkpointer.best_path.is_file() else (steps[-1] if steps else None)
-        if checkpoint is None:
-            raise ConfigError(f"{run_dir} holds no checkpoint (checkpoints/best.pt or step-*.pt); train it "
-                              f"first with python -m av_scene.train")
-    else:
-        raise ConfigError(f"{path} is neither a run folder nor a checkpoint file")
+    run_dir, checkpoint = find_checkpoint(path, "av_scene")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}/config.yaml not found; give a run folder written by av_scene.train")
     cfg = load_config(Config, run_dir / "config.yaml")

@@ -28,25 +28,10 @@ from captioning.decoding import decode_images  # noqa: E402
 from captioning.features import image_sources  # noqa: E402
 from captioning.metrics import METRICS, human_ceiling, score_captions  # noqa: E402
 from captioning.models.captioner import build_model  # noqa: E402
-from common.checkpoint import Checkpointer, load_checkpoint  # noqa: E402
+from common.checkpoint import find_checkpoint, load_checkpoint  # noqa: E402
 from common.config import ConfigError, cli_main, load_config  # noqa: E402
 from common.device import pick_device, set_cpu_threads  # noqa: E402
 from common.run import read_summary, write_summary  # noqa: E402
-
-
-def find_checkpoint(path: Path) -> tuple[Path, Path]:
-    """A run folder (best.pt, else the newest step checkpoint) or a checkpoint file -> (ckpt, run dir)."""
-    if path.is_file():
-        return path, path.parent.parent
-    if not path.is_dir():
-        raise ConfigError(f"{path}: no such run folder or checkpoint")
-    checkpointer = Checkpointer(path)
-    if checkpointer.best_path.is_file():
-        return checkpointer.best_path, path
-    steps = checkpointer.step_checkpoints()
-    if not steps:
-        raise ConfigError(f"{path} has no checkpoint in checkpoints/; train it first")
-    return steps[-1], path
 
 
 def write_examples(path: Path, scores, names, hyps, refs, count: int) -> str:
@@ -93,7 +78,7 @@ def main(argv=None):
     parser.add_argument("path", help="run folder or checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (decode.*, evaluate.*, data.root ...)")
     args = parser.parse_args(argv)
-    ckpt_path, run_dir = find_checkpoint(Path(args.path))
+    run_dir, ckpt_path = find_checkpoint(args.path, "captioning")
     cfg = load_config(Config, run_dir / "config.yaml", args.overrides)
     device = pick_device(cfg.run.device)
     set_cpu_threads(cfg.run.cpu_threads)

@@ -139,3 +139,22 @@ def load_for_resume(checkpointer: Checkpointer, resume: str | None, map_location
     state, path = found
     print(f"resuming from {path}")
     return state
+
+
+def find_checkpoint(path: str | Path, project: str) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) for evaluation: from a checkpoint file, or from a run folder
+    (its best.pt, else its newest step checkpoint)."""
+    from common.config import ConfigError
+    path = Path(path)
+    if path.is_file():
+        return (path.parent.parent if path.parent.name == "checkpoints" else path.parent), path
+    if not path.is_dir():
+        raise ConfigError(f"{path} is neither a run folder nor a checkpoint file (give runs/{project}/<run name> "
+                          f"or a .pt file)")
+    checkpointer = Checkpointer(path)
+    if checkpointer.best_path.is_file():
+        return path, checkpointer.best_path
+    steps = checkpointer.step_checkpoints()
+    if not steps:
+        raise ConfigError(f"no checkpoint in {checkpointer.dir}; train first with python -m {project}.train")
+    return path, steps[-1]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import torch
 
-from common.checkpoint import Checkpointer, load_checkpoint
+from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import ConfigError, cli_main, load_config
 from common.device import amp_dtype, pick_device, set_cpu_threads
 from common.params import count_parameters
@@ -26,21 +25,6 @@ from lm.data import Vocab, corpus_from_config
 from lm.models import TransformerLM, build_model, model_name
 from lm.perplexity import chunking, perplexity, stream_nll
 from lm.synthetic import read_source_info
-
-
-def find_checkpoint(path: Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint file) from a run folder or a checkpoint path."""
-    if path.is_file():
-        return path.parent.parent, path
-    if not path.is_dir():
-        raise ConfigError(f"{path} is neither a run folder nor a checkpoint file")
-    checkpointer = Checkpointer(path)
-    if checkpointer.best_path.is_file():
-        return path, checkpointer.best_path
-    steps = checkpointer.step_checkpoints()
-    if not steps:
-        raise ConfigError(f"no checkpoint in {path / 'checkpoints'}; train first with python -m lm.train")
-    return path, steps[-1]
 
 
 def load_model(cfg: Config, checkpoint: dict, vocab_size: int, device) -> torch.nn.Module:
@@ -82,7 +66,7 @@ def main(argv=None):
     parser.add_argument("path", help="run folder (runs/lm/<name>) or checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key.sub=value over the run's config.yaml")
     args = parser.parse_args(argv)
-    run_dir, checkpoint_path = find_checkpoint(Path(args.path))
+    run_dir, checkpoint_path = find_checkpoint(args.path, "lm")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir / 'config.yaml'} not found; give a run folder written by lm.train")
     cfg = load_config(Config, run_dir / "config.yaml", args.overrides)

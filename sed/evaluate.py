@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint import Checkpointer, load_checkpoint
-from common.config import ConfigError, cli_main, load_config
+from common.checkpoint import find_checkpoint, load_checkpoint
+from common.config import cli_main, load_config
 from common.device import amp_dtype, pick_device
 from common.params import count_parameters
 from common.run import read_summary, write_summary
@@ -30,23 +30,6 @@ from sed.plots import event_timeline
 from sed.postprocess import detect_events
 from sed.prepare import prepare_data
 from sed.train import predict, validate, weak_datasets
-
-
-def find_checkpoint(target: str) -> tuple[Path, Path]:
-    """A run folder (best.pt, else the newest step checkpoint) or a checkpoint file -> (run_dir, ckpt)."""
-    path = Path(target)
-    if path.is_file():
-        return path.resolve().parent.parent, path
-    if not path.is_dir():
-        raise ConfigError(f"{path} is neither a run folder nor a checkpoint file "
-                          f"(give e.g. runs/sed/demo or runs/sed/demo/checkpoints/best.pt)")
-    checkpointer = Checkpointer(path)
-    if checkpointer.best_path.is_file():
-        return path, checkpointer.best_path
-    steps = checkpointer.step_checkpoints()
-    if not steps:
-        raise ConfigError(f"{path} has no checkpoint (checkpoints/best.pt or step-*.pt); train it first")
-    return path, steps[-1]
 
 
 class SplitPredictions:
@@ -134,7 +117,7 @@ def main(argv=None):
                                                      "(e.g. postprocess.sweep=false data.root=...)")
     args = parser.parse_args(argv)
     start = time.time()
-    run_dir, ckpt_path = find_checkpoint(args.target)
+    run_dir, ckpt_path = find_checkpoint(args.target, "sed")
     cfg = load_config(Config, run_dir / "config.yaml", args.overrides)
     device = pick_device(cfg.run.device)
     dtype = amp_dtype(device, cfg.run.amp)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint import Checkpointer, load_checkpoint
+from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import ConfigError, cli_main, load_config
 from common.device import pick_device, set_cpu_threads
 from common.log import TensorBoard
@@ -88,20 +88,6 @@ def write_figures(model, cfg: Config, valid, run_dir: Path, tensorboard=None, st
     return paths
 
 
-def locate_checkpoint(path: Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint) from a run folder (best.pt, else the latest step) or a checkpoint."""
-    if path.is_file():
-        return path.resolve().parent.parent, path
-    if not path.is_dir():
-        raise ConfigError(f"{path}: neither a run folder nor a checkpoint file (give runs/vae/<name>)")
-    checkpointer = Checkpointer(path)
-    if checkpointer.best_path.is_file():
-        return path, checkpointer.best_path
-    steps = checkpointer.step_checkpoints()
-    if not steps:
-        raise ConfigError(f"{path}: no checkpoint in {checkpointer.dir}; train first with python -m vae.train")
-    return path, steps[-1]
-
 
 def report_lines(name: str, results: dict, k: int) -> list[str]:
     lines = [f"# {name}", "", "nats per image (MSE: squared error summed over the pixels)", "",
@@ -123,7 +109,7 @@ def main(argv=None):
     parser.add_argument("path", help="run folder (runs/vae/<name>) or a checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key=value over the run's config (e.g. eval.iw_samples=1000)")
     args = parser.parse_args(argv)
-    run_dir, checkpoint_path = locate_checkpoint(Path(args.path))
+    run_dir, checkpoint_path = find_checkpoint(args.path, "vae")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: no config.yaml; give a run folder written by python -m vae.train")
     cfg = load_config(Config, run_dir / "config.yaml", args.overrides)

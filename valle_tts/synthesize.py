@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from common.checkpoint import Checkpointer, load_checkpoint
+from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import ConfigError, cli_main, load_config
 from common.device import pick_device, set_cpu_threads
 from valle_tts.codec import Codec, build_codec
@@ -34,25 +34,9 @@ from valle_tts.models.valle import VALLE
 from valle_tts.text import TokenTable, normalize_transcript
 
 
-def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """A run folder (best.pt, else the newest step checkpoint) or a checkpoint file -> (file, run folder)."""
-    path = Path(path)
-    if path.is_file():
-        return path, path.parent.parent
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"{path} is neither a checkpoint file nor a run folder with config.yaml")
-    checkpointer = Checkpointer(path)
-    if checkpointer.best_path.is_file():
-        return checkpointer.best_path, path
-    steps = checkpointer.step_checkpoints()
-    if not steps:
-        raise ConfigError(f"{path} has no checkpoint yet (checkpoints/best.pt or step-*.pt); train it first")
-    return steps[-1], path
-
-
 def load_model(path: str | Path, device, overrides: list[str] = ()) -> tuple[Config, VALLE, TokenTable, Path]:
     """(config of the run + overrides, model with its weights, token table, run folder)."""
-    ckpt, run_dir = find_checkpoint(path)
+    run_dir, ckpt = find_checkpoint(path, "valle_tts")
     cfg = load_config(Config, run_dir / "config.yaml", overrides)
     set_cpu_threads(cfg.run.cpu_threads)
     tokens = TokenTable.load(run_dir / "tokens.txt")  # the training table, whatever data.* now says

@@ -102,7 +102,7 @@ def test_user_mistakes_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "data folder not found" in err
     with pytest.raises(SystemExit):
         evaluate.main([str(tmp_path / "no_run")])
-    assert "no such run folder" in capsys.readouterr().err
+    assert "neither a run folder nor a checkpoint file" in capsys.readouterr().err
 
 
 def test_encoders_shapes_freezing_and_missing_weights(tmp_path, monkeypatch):

@@ -184,3 +184,20 @@ def test_env_yaml_pip_part_matches_requirements():
     for pin in pins:
         name, wanted = pin.split("==")
         assert version(name) == wanted, f"installed {name} {version(name)} differs from the pin {wanted}"
+
+
+def test_find_checkpoint_prefers_best_then_newest_step(tmp_path):
+    from common.checkpoint import find_checkpoint
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"neither a run folder nor a checkpoint file \(give runs/lm/<run name>"):
+        find_checkpoint(run_dir, "lm")
+    run_dir.mkdir()
+    with pytest.raises(ConfigError, match="no checkpoint in .*; train first with python -m lm.train"):
+        find_checkpoint(run_dir, "lm")
+    ckpt = Checkpointer(run_dir)
+    ckpt.save({"step": 1}, 1)
+    newest = ckpt.save({"step": 2}, 2)
+    assert find_checkpoint(run_dir, "lm") == (run_dir, newest)
+    ckpt.save({"step": 3}, 3, is_best=True)
+    assert find_checkpoint(run_dir, "lm") == (run_dir, ckpt.best_path)
+    assert find_checkpoint(ckpt.best_path, "lm") == (run_dir, ckpt.best_path)
