@@ -15,6 +15,13 @@ from common.config import REPO_ROOT
 from common.run import clear_run_dir, read_summary
 
 PROJECTS = ["lm", "vae", "sed", "captioning", "av_scene", "valle_tts"]
+# The metrics the table shows (summary.json holds more; all are shown when one of these is missing).
+HEADLINE = {"lm": ["test_ppl", "optimal_test_ppl"],
+            "vae": ["valid_neg_elbo", "valid_nll", "valid_bce"],
+            "sed": ["eval_event_f1_macro", "eval_segment_f1_macro", "eval_tag_f1_macro", "eval_mAP"],
+            "captioning": ["test_bleu4", "test_meteor", "test_cider"],
+            "av_scene": ["test_accuracy", "test_log_loss"],
+            "valle_tts": ["valid_ar_top10_cb1", "stop_rate_continuation", "rtf"]}
 
 
 def run_demo(project: str) -> dict:
@@ -29,8 +36,10 @@ def run_demo(project: str) -> dict:
             return {"project": project, "model": "-", "metrics": "FAILED (see the output above)",
                     "seconds": time.time() - start, "run_dir": run_dir}
     summary = read_summary(run_dir) or {"model": "?", "metrics": {}}
-    metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in summary["metrics"].items())
+    shown = {k: summary["metrics"][k] for k in HEADLINE.get(project, []) if k in summary["metrics"]}
+    if len(shown) < len(HEADLINE.get(project, [])):
+        shown = summary["metrics"]
+    metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
     return {"project": project, "model": summary["model"], "metrics": metrics or "(no summary.json)",
             "seconds": time.time() - start, "run_dir": run_dir}
 

@@ -4,7 +4,6 @@ train.py follows)."""
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -94,21 +93,9 @@ def test_corrupt_latest_checkpoint_falls_back_and_stays_exact(reference, tmp_pat
     assert_same_weights(final_weights(tmp_path, "corrupt"), expected)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ranks(root, name, *extra, stop_rank1_at=None):
-    """Two gloo ranks as torchrun would start them; optionally SIGUSR1 to rank 1 only."""
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {**ENV, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen(toy_command(root, name, "dropout=0", "run.device=cpu", *extra),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+def run_ranks(launch_ranks, root, name, *extra, stop_rank1_at=None):
+    """Two gloo ranks; optionally SIGUSR1 to rank 1 only."""
+    procs = launch_ranks(toy_command(root, name, "dropout=0", "run.device=cpu", *extra))
     out0 = procs[0].stdout
     lines = []
     for line in out0:
@@ -124,21 +111,21 @@ def run_ranks(root, name, *extra, stop_rank1_at=None):
     return codes, [float(line.split()[3]) for line in lines if line.startswith("step ")]
 
 
-def test_ddp_two_ranks_match_one_process_and_resume(tmp_path):
+def test_ddp_two_ranks_match_one_process_and_resume(tmp_path, launch_ranks):
     single = run_toy(tmp_path, "single", "dropout=0")
     single_losses = [float(line.split()[3]) for line in single.stdout.splitlines() if line.startswith("step ")]
-    codes, ddp_losses = run_ranks(tmp_path, "ddp")
+    codes, ddp_losses = run_ranks(launch_ranks, tmp_path, "ddp")
     assert codes == [0, 0]
     # Same global batch (8 = 2 x 4): the same trajectory up to float summation order.
     assert ddp_losses == pytest.approx(single_losses, rel=1e-5, abs=1e-6)
     for key, value in final_weights(tmp_path, "single").items():
         assert torch.allclose(final_weights(tmp_path, "ddp")[key], value, rtol=0, atol=1e-5), key
 
-    codes, _ = run_ranks(tmp_path, "ddp_preempted", "step_sleep_s=0.03", stop_rank1_at=10)
+    codes, _ = run_ranks(launch_ranks, tmp_path, "ddp_preempted", "step_sleep_s=0.03", stop_rank1_at=10)
     assert codes == [EXIT_PREEMPTED, EXIT_PREEMPTED]  # a signal to one rank stops both
     checkpoints = list((tmp_path / "toy" / "ddp_preempted" / "checkpoints").glob("*.pt"))
     assert len(checkpoints) == 1  # written by rank 0 only
-    codes, _ = run_ranks(tmp_path, "ddp_preempted", "--resume")
+    codes, _ = run_ranks(launch_ranks, tmp_path, "ddp_preempted", "--resume")
     assert codes == [0, 0]
     expected = final_weights(tmp_path, "ddp")
     got = final_weights(tmp_path, "ddp_preempted")
