@@ -1,6 +1,6 @@
 """Hyper-parameter grid: every combination of the given values, one run each, one results table.
 
-    python -m common.sweep --config lm/configs/lstm.yaml --grid model.hidden=200,400,650 optim.lr=10,20
+    python -m common.sweep --config lm/configs/lstm.yaml --grid model.hidden=200,400,650 train.lr=10,20
     python -m common.sweep --config lm/configs/lstm.yaml --grid ... --slurm   # a Slurm job array instead
 
 Each grid point is `python -m <project>.train --config C run.name=<study>-<point> <overrides>

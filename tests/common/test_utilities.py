@@ -201,3 +201,22 @@ def test_find_checkpoint_prefers_best_then_newest_step(tmp_path):
     ckpt.save({"step": 3}, 3, is_best=True)
     assert find_checkpoint(run_dir, "lm") == (run_dir, ckpt.best_path)
     assert find_checkpoint(ckpt.best_path, "lm") == (run_dir, ckpt.best_path)
+
+
+def test_preemption_signal_waits_pending_until_polled():
+    import os
+    import signal
+
+    from common.preemption import PreemptionFlag
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        flag = PreemptionFlag()
+        assert not flag.requested
+        os.kill(os.getpid(), signal.SIGUSR1)  # blocked: stays pending, no handler runs mid-step
+        assert signal.SIGUSR1 in signal.sigpending()
+        assert flag.requested and flag.signal_name == "SIGUSR1"
+        assert signal.SIGUSR1 not in signal.sigpending()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
