@@ -58,9 +58,11 @@ restart_job() {
         echo "not restarting: reached MAX_RESTARTS=$MAX_RESTARTS. Continue by hand: RUN_NAME=$run_name sbatch <template>"
         return 1
     fi
-    if [[ "${RESTART:-requeue}" == requeue ]] && scontrol requeue "$SLURM_JOB_ID"; then
-        echo "requeued job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $MAX_RESTARTS)"
-        return 0
+    if [[ "${RESTART:-requeue}" == requeue ]]; then
+        # Said first: a successful requeue ends this script at once.
+        echo "requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $MAX_RESTARTS)"
+        scontrol requeue "$SLURM_JOB_ID" && return 0
+        echo "the requeue was refused"
     fi
     template=$(scontrol show job -o "$SLURM_JOB_ID" | tr ' ' '\n' | sed -n 's/^Command=//p')
     echo "resubmitting $template after job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $MAX_RESTARTS)"

@@ -63,7 +63,7 @@ def test_lm_template_survives_the_time_limit(cluster, tmp_path):
     log = (tmp_path / f"lm_lstm-{job_id}.out").read_text()
     assert state == "COMPLETED", f"job state {state or 'unknown'}; its log:\n{log}"
     assert "time limit near: asking the training to checkpoint" in log
-    assert f"requeued job {job_id}" in log
+    assert f"requeueing job {job_id}" in log
     assert "resuming from" in log
     assert "training finished; evaluating" in log
     assert (run_dir / "FINISHED").is_file() and (run_dir / "samples.txt").is_file()  # evaluate.py ran
