@@ -21,8 +21,9 @@ from av_scene.predict import headline_metrics, predict, softmax
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, RunConfig, cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
-from common.distributed import ResumableSampler, all_reduce_mean, cleanup_distributed, device_for, setup_distributed
+from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line
+from common.monitor import TrainMonitor
 from common.params import count_parameters
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
@@ -121,6 +122,8 @@ def main(argv=None):
     scaler = grad_scaler(device, dtype)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
     tensorboard = TensorBoard(run_dir, enabled=dist_info.is_main)
+    monitor = TrainMonitor(device, ("loss",), checkpointer, run_dir if dist_info.is_main else None,
+                           fp16_scaler=scaler.is_enabled())
 
     epoch, step, step_in_epoch, best, stale_epochs, train_seconds = 0, 0, 0, math.inf, 0, 0.0
     best_valid = {}
@@ -129,12 +132,14 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, best, stale_epochs, train_seconds, best_valid = (counters[k] for k in (
             "epoch", "step", "step_in_epoch", "best", "stale_epochs", "train_seconds", "best_valid"))
+        monitor.load_state_dict(counters["monitor"])  # this epoch's running train loss
     started = time.time()
 
     def save(is_best=False):
+        monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
-            best=best, stale_epochs=stale_epochs, best_valid=best_valid,
+            best=best, stale_epochs=stale_epochs, best_valid=best_valid, monitor=monitor.state_dict(),
             train_seconds=train_seconds + time.time() - started), step, is_best)
 
     patience = cfg.train.early_stop_patience
@@ -143,7 +148,6 @@ def main(argv=None):
         sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
         train_set.set_epoch(epoch)
         train_model.train()
-        losses = []
         for batch in train_loader:
             audio, video = batch["audio"].to(device), batch["video"].to(device)
             targets = soft_targets(batch["label"], num_classes, cfg.train.label_smoothing)
@@ -158,12 +162,13 @@ def main(argv=None):
             scaler.update()
             step += 1
             step_in_epoch += 1
-            losses.append(all_reduce_mean(loss.item()))
+            monitor.add(step, loss=loss)
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 save()
             if any_rank_requested(preemption):
                 preemption.exit(save())
         epoch, step_in_epoch = epoch + 1, 0
+        train_loss = monitor.epoch_means()["loss"]  # stops here on divergence, before validating NaN weights
 
         # Validation on every rank (the split is small): the same numbers everywhere keep the
         # early-stopping decision in step under DDP.
@@ -176,7 +181,6 @@ def main(argv=None):
             best, best_valid, stale_epochs = score(valid, cfg.train.select_metric), {**valid, "epoch": epoch}, 0
         else:
             stale_epochs += 1
-        train_loss = sum(losses) / max(len(losses), 1)
         tensorboard.log(epoch, {"loss/train": train_loss, "loss/valid": valid["log_loss"],
                                 "accuracy/valid": valid["accuracy"], "lr": optimizer.param_groups[0]["lr"]})
         if dist_info.is_main:

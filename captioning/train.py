@@ -34,8 +34,9 @@ from captioning.scheduled_sampling import teacher_forcing_prob
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, cli_main, parse_args, to_dict
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
-from common.distributed import ResumableSampler, all_reduce_mean, cleanup_distributed, device_for, setup_distributed
+from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line, progress
+from common.monitor import TrainMonitor
 from common.params import count_parameters
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
@@ -131,6 +132,8 @@ def main(argv=None):
     scaler = grad_scaler(device, dtype)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
     tb = TensorBoard(run_dir, enabled=dist_info.is_main)
+    monitor = TrainMonitor(device, ("cross_entropy", "loss", "doubly_stochastic"), checkpointer,
+                           run_dir if dist_info.is_main else None, fp16_scaler=scaler.is_enabled())
 
     epoch, step, step_in_epoch, best, train_seconds = 0, 0, 0, -1.0, 0.0
     history = []
@@ -139,17 +142,20 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, best, train_seconds, history = (
             counters[k] for k in ("epoch", "step", "step_in_epoch", "best", "train_seconds", "history"))
+        monitor.load_state_dict(counters["monitor"])  # this epoch's running train loss
     extra = {"vocab": vocab.to_json(), "config": to_dict(cfg), "params": params}
 
     def save(is_best=False):
+        monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
-            best=best, train_seconds=train_seconds, history=history, **extra), step, is_best)
+            best=best, train_seconds=train_seconds, history=history, monitor=monitor.state_dict(), **extra),
+            step, is_best)
 
     while epoch < cfg.train.epochs:
         sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
         train_model.train()
-        started, images_seen, running = time.time(), 0, []
+        started, images_seen = time.time(), 0
         p_teacher = teacher_forcing_prob(cfg.sampling, step if cfg.sampling.unit == "step" else epoch)
         for images, caps, _ in progress(loader, desc=f"epoch {epoch}"):
             p_teacher = teacher_forcing_prob(cfg.sampling, step if cfg.sampling.unit == "step" else epoch)
@@ -170,10 +176,11 @@ def main(argv=None):
             step += 1
             step_in_epoch += 1
             images_seen += len(caps)
-            running.append(all_reduce_mean(cross_entropy.item()))
+            monitor.add(step, cross_entropy=cross_entropy, loss=loss, doubly_stochastic=attention_term)
             if step % cfg.train.log_every_steps == 0:
-                tb.log(step, {"loss/train_cross_entropy": running[-1], "loss/train_total": loss.item(),
-                              "loss/doubly_stochastic": attention_term.item(),
+                means = monitor.interval_means()
+                tb.log(step, {"loss/train_cross_entropy": means["cross_entropy"], "loss/train_total": means["loss"],
+                              "loss/doubly_stochastic": means["doubly_stochastic"],
                               "sampling/teacher_forcing_prob": p_teacher,
                               "lr/decoder": optimizer.param_groups[0]["lr"]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
@@ -186,26 +193,27 @@ def main(argv=None):
         train_seconds += time.time() - started
         epoch_seconds = time.time() - started
         epoch, step_in_epoch = epoch + 1, 0
+        train_loss = monitor.epoch_means()["cross_entropy"]  # stops here on divergence
         scheduler.step()
-        if not dist_info.is_main:
-            continue
-        valid_loss = validate(model, dev_loader, features_given, device, dtype, vocab.pad)
-        hyps, _ = decode_images(model, sources["dev"], vocab, cfg.decode, device, features_given,
-                                beam_size=1, limit=cfg.train.valid_images)
-        scores = quick_scores({i: refs for i, refs in enumerate(dev_refs[:len(hyps)])},
-                              dict(enumerate(hyps)))
-        record = {"epoch": epoch, "train_loss": sum(running) / max(len(running), 1), "valid_loss": valid_loss,
-                  "valid_bleu4": scores["bleu4"], "valid_cider": scores["cider"],
-                  "teacher_forcing_prob": p_teacher,
-                  "train_images_per_s": images_seen / max(epoch_seconds, 1e-9)}
-        history.append(record)
-        tb.log(step, {"loss/valid_cross_entropy": valid_loss, "valid/bleu4": scores["bleu4"],
-                      "valid/cider": scores["cider"], "sampling/teacher_forcing_prob_epoch": p_teacher})
-        print(epoch_line(epoch, {k: v for k, v in record.items() if k != "epoch"}, epoch_seconds)
-              + f" | e.g. {hyps[0]!r}", flush=True)
-        metric = scores[cfg.train.select_metric]
-        is_best = metric > best
-        best = max(best, metric)
+        is_best = False
+        if dist_info.is_main:  # validation and decoding on rank 0 only; the others wait in save()
+            valid_loss = validate(model, dev_loader, features_given, device, dtype, vocab.pad)
+            hyps, _ = decode_images(model, sources["dev"], vocab, cfg.decode, device, features_given,
+                                    beam_size=1, limit=cfg.train.valid_images)
+            scores = quick_scores({i: refs for i, refs in enumerate(dev_refs[:len(hyps)])},
+                                  dict(enumerate(hyps)))
+            record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                      "valid_bleu4": scores["bleu4"], "valid_cider": scores["cider"],
+                      "teacher_forcing_prob": p_teacher,
+                      "train_images_per_s": images_seen / max(epoch_seconds, 1e-9)}
+            history.append(record)
+            tb.log(step, {"loss/valid_cross_entropy": valid_loss, "valid/bleu4": scores["bleu4"],
+                          "valid/cider": scores["cider"], "sampling/teacher_forcing_prob_epoch": p_teacher})
+            print(epoch_line(epoch, {k: v for k, v in record.items() if k != "epoch"}, epoch_seconds)
+                  + f" | e.g. {hyps[0]!r}", flush=True)
+            metric = scores[cfg.train.select_metric]
+            is_best = metric > best
+            best = max(best, metric)
         save(is_best)
     if dist_info.is_main:
         write_summary(run_dir, f"{cfg.encoder.name}+{cfg.decoder.kind}",

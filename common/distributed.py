@@ -46,8 +46,15 @@ def _env_from_slurm() -> None:
     os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
 
 
+def process_group_backend(use_cuda: bool) -> str:
+    """NCCL reduces CUDA tensors only, and the small control collectives (a preemption flag, a
+    logged mean) reduce CPU tensors: on GPU the group has both backends, so either kind works and a
+    CPU collective never waits for the GPU stream."""
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
+
+
 def setup_distributed(device_name: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun or srun (nccl on GPU, gloo on CPU)."""
+    """Initialise the process group when launched by torchrun or srun (see process_group_backend)."""
     if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 \
             and "SLURM_PROCID" in os.environ:
         _env_from_slurm()
@@ -59,7 +66,7 @@ def setup_distributed(device_name: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend=process_group_backend(use_cuda))
     return info
 
 
@@ -75,11 +82,11 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_mean(value: float, device=None) -> float:
-    """Mean of a python number over ranks (the value itself when not distributed)."""
+def all_reduce_mean(value: float) -> float:
+    """Mean of a python number over ranks (the value itself when not distributed); a CPU collective."""
     if not (dist.is_available() and dist.is_initialized()):
         return value
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    t = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
 

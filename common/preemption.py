@@ -49,12 +49,13 @@ class PreemptionFlag:
         sys.exit(EXIT_PREEMPTED)
 
 
-def any_rank_requested(flag: PreemptionFlag, device=None) -> bool:
-    """Under DDP a signal may reach one rank only; all ranks must stop at the same step."""
+def any_rank_requested(flag: PreemptionFlag) -> bool:
+    """Under DDP a signal may reach one rank only; all ranks must stop at the same step. A CPU
+    collective (gloo), so checking it at every step never synchronises the GPU."""
     import torch
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         return flag.requested
-    t = torch.tensor([1.0 if flag.requested else 0.0], device=device)
+    t = torch.tensor([1.0 if flag.requested else 0.0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)

@@ -3,6 +3,8 @@ summary, tensorboard events, checkpoints/, evaluation outputs, figures and summa
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import shutil
 import subprocess
@@ -57,10 +59,37 @@ def prepare_run_dir(project: str, cfg, device: torch.device, resume: bool, is_ma
     return run_dir
 
 
-def write_summary(run_dir: str | Path, model: str, metrics: dict, **extra) -> Path:
-    """summary.json: the run's headline numbers (read by `make demo` and common.sweep)."""
+def _strict_json(value):
+    """NaN and Infinity are not JSON: a metric that never became finite is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_strict_json(record), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_summary(run_dir: str | Path, model: str, metrics: dict, status: str = "finished", **extra) -> Path:
+    """summary.json: the run's headline numbers (read by `make demo` and common.sweep). Strict JSON,
+    with `status`: finished | diverged."""
     path = Path(run_dir) / "summary.json"
-    path.write_text(json.dumps({"model": model, "metrics": metrics, **extra}, indent=2) + "\n")
+    _write_json(path, {"model": model, "status": status, "metrics": metrics, **extra})
+    return path
+
+
+def update_summary(run_dir: str | Path, **fields) -> Path:
+    """Set some fields of summary.json (created when absent), e.g. status="diverged"."""
+    path = Path(run_dir) / "summary.json"
+    record = read_summary(run_dir) or {}
+    record.update(fields)
+    _write_json(path, record)
     return path
 
 

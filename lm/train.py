@@ -22,6 +22,7 @@ from common.config import ConfigError, cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import all_reduce_mean, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line, progress
+from common.monitor import TrainMonitor
 from common.params import check_parameter_budget
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
@@ -34,7 +35,8 @@ from lm.perplexity import chunking, perplexity, stream_nll
 
 
 def train_step(model, inputs, targets, state, optimizer, scaler, clip, device, amp):
-    """One truncated-BPTT update on (batch, time) inputs/targets; returns (loss, grad norm, state)."""
+    """One truncated-BPTT update on (batch, time) inputs/targets; returns (loss, grad norm, state) with
+    loss and grad norm as device tensors (reading them here would wait for the GPU every step)."""
     with autocast(device, amp):
         logits, state = model(inputs, state)
     loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
@@ -44,7 +46,7 @@ def train_step(model, inputs, targets, state, optimizer, scaler, clip, device, a
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
     scaler.step(optimizer)
     scaler.update()
-    return loss.item(), grad_norm.item(), detach_state(state)
+    return loss.detach(), grad_norm, detach_state(state)
 
 
 @cli_main
@@ -79,6 +81,8 @@ def main(argv=None):
     chunk_len, memory_len = chunking(model, cfg.train.bptt, cfg.eval.context, cfg.eval.stride)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
     tensorboard = TensorBoard(run_dir, enabled=dist_info.is_main)
+    monitor = TrainMonitor(device, ("loss", "grad_norm"), checkpointer, run_dir if dist_info.is_main else None,
+                           fp16_scaler=scaler.is_enabled())
 
     # Counters that a checkpoint restores; `state` is the hidden state carried mid-epoch.
     epoch, step, step_in_epoch, train_seconds = 0, 0, 0, 0.0
@@ -90,15 +94,17 @@ def main(argv=None):
             counters[k] for k in ("epoch", "step", "step_in_epoch", "train_seconds", "valid_losses",
                                   "best_valid_ppl", "best_test_ppl"))
         state = counters["hidden"]
+        monitor.load_state_dict(counters["monitor"])
         if counters["averaged"] is not None:
             averaged = AveragedModel(model)
             averaged.load_state_dict(counters["averaged"])
 
     def save(is_best=False):
+        monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
             train_seconds=train_seconds, valid_losses=valid_losses, best_valid_ppl=best_valid_ppl,
-            best_test_ppl=best_test_ppl, hidden=state,
+            best_test_ppl=best_test_ppl, hidden=state, monitor=monitor.state_dict(),
             averaged=averaged.state_dict() if averaged is not None else None), step, is_best)
 
     def split_ppl(eval_model, stream):
@@ -111,7 +117,7 @@ def main(argv=None):
         segments = bptt_segments(train_rows.size(1), cfg.train.bptt, cfg.train.variable_bptt,
                                  cfg.run.seed, epoch)
         train_model.train()
-        epoch_loss, epoch_grad_norm, epoch_steps, epoch_tokens = 0.0, 0.0, 0, 0
+        epoch_tokens = 0
         epoch_started = clock = time.perf_counter()  # clock: start of the time not yet in train_seconds
         for start, length in progress(segments[step_in_epoch:], desc=f"epoch {epoch + 1}"):
             inputs = train_rows[:, start:start + length].to(device)
@@ -123,16 +129,17 @@ def main(argv=None):
             if averaged is not None:
                 averaged.update_parameters(model)
             step, step_in_epoch = step + 1, step_in_epoch + 1
-            epoch_loss, epoch_grad_norm = epoch_loss + loss, epoch_grad_norm + grad_norm
-            epoch_steps, epoch_tokens = epoch_steps + 1, epoch_tokens + inputs.numel()
+            epoch_tokens += inputs.numel()
+            monitor.add(step, loss=loss, grad_norm=grad_norm)
             if cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
-                tensorboard.log(step, {"step/train_loss": loss, "step/grad_norm": grad_norm})
+                means = monitor.interval_means()
+                tensorboard.log(step, {"step/train_loss": means["loss"], "step/grad_norm": means["grad_norm"]})
             elapsed = train_seconds + time.perf_counter() - clock
             out_of_time = bool(cfg.train.max_minutes) and elapsed > 60 * cfg.train.max_minutes
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 train_seconds, clock = elapsed, time.perf_counter()
                 save()
-            if any_rank_requested(preemption, device):
+            if any_rank_requested(preemption):
                 train_seconds = elapsed
                 preemption.exit(save())
             if out_of_time:
@@ -144,18 +151,19 @@ def main(argv=None):
 
         # End of epoch: valid and test perplexity (the averaged weights once NT-ASGD has started).
         eval_model = averaged.module if averaged is not None else model
-        train_loss = all_reduce_mean(epoch_loss / max(1, epoch_steps), device)
+        epoch_means = monitor.epoch_means()  # stops here on divergence, before evaluating NaN weights
+        train_loss = epoch_means["loss"]
         valid_ppl, test_ppl = split_ppl(eval_model, corpus.valid), split_ppl(eval_model, corpus.test)
         valid_losses.append(math.log(valid_ppl))
         is_best = valid_ppl < best_valid_ppl
         if is_best:
             best_valid_ppl, best_test_ppl = valid_ppl, test_ppl
         lr = optimizer.param_groups[0]["lr"]
-        tokens_per_s = all_reduce_mean(epoch_tokens / epoch_seconds, device) * dist_info.world_size
+        tokens_per_s = all_reduce_mean(epoch_tokens / epoch_seconds) * dist_info.world_size
         tensorboard.log(epoch, {
             "loss/train": train_loss, "loss/valid": math.log(valid_ppl), "loss/test": math.log(test_ppl),
             "ppl/train": math.exp(train_loss), "ppl/valid": valid_ppl, "ppl/test": test_ppl,
-            "lr": lr, "grad_norm": epoch_grad_norm / max(1, epoch_steps), "tokens_per_s": tokens_per_s})
+            "lr": lr, "grad_norm": epoch_means["grad_norm"], "tokens_per_s": tokens_per_s})
         if dist_info.is_main:
             print(epoch_line(epoch, {"train_ppl": math.exp(train_loss), "valid_ppl": valid_ppl,
                                      "test_ppl": test_ppl, "lr": lr, "tok/s": round(tokens_per_s)},

@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device
-from common.distributed import ResumableSampler, all_reduce_mean, cleanup_distributed, device_for, setup_distributed
+from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line
+from common.monitor import TrainMonitor
 from common.params import count_parameters
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
@@ -107,23 +107,27 @@ def main(argv=None):
     scaler = grad_scaler(device, dtype)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
     tb = TensorBoard(run_dir, enabled=dist_info.is_main)
+    monitor = TrainMonitor(device, ("loss",), checkpointer, run_dir if dist_info.is_main else None,
+                           fp16_scaler=scaler.is_enabled())
 
     # ---- resume
     epoch, step, step_in_epoch, bad_epochs, train_seconds, clips_seen = 0, 0, 0, 0, 0.0, 0
-    best, best_epoch, history, losses = -math.inf, -1, [], []  # losses: this epoch's, so far
+    best, best_epoch, history = -math.inf, -1, []
     state = load_for_resume(checkpointer, args.resume)
     if state is not None:
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, bad_epochs = (counters[k] for k in ("epoch", "step", "step_in_epoch", "bad_epochs"))
         best, best_epoch, history = counters["best"], counters["best_epoch"], counters["history"]
-        train_seconds, clips_seen, losses = counters["train_seconds"], counters["clips_seen"], counters["losses"]
+        train_seconds, clips_seen = counters["train_seconds"], counters["clips_seen"]
+        monitor.load_state_dict(counters["monitor"])  # this epoch's running train loss
 
     def save(is_best=False):
+        monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
             bad_epochs=bad_epochs, best=best, best_epoch=best_epoch, history=history,
-            train_seconds=train_seconds, clips_seen=clips_seen, losses=losses, band_mean=band_mean, band_std=band_std,
-            model_name=cfg.model.name), step, is_best)
+            train_seconds=train_seconds, clips_seen=clips_seen, monitor=monitor.state_dict(), band_mean=band_mean,
+            band_std=band_std, model_name=cfg.model.name), step, is_best)
 
     # ---- the loop
     while epoch < cfg.train.epochs and bad_epochs < cfg.train.early_stop_patience:
@@ -146,9 +150,9 @@ def main(argv=None):
             step += 1
             step_in_epoch += 1
             clips_seen += len(mels) * dist_info.world_size
-            losses.append(all_reduce_mean(loss.item()))
+            monitor.add(step, loss=loss)
             if step % cfg.train.log_every_steps == 0:
-                tb.log(step, {"loss/train": losses[-1], "lr": optimizer.param_groups[0]["lr"]})
+                tb.log(step, {"loss/train": monitor.interval_means()["loss"], "lr": optimizer.param_groups[0]["lr"]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 train_seconds += time.time() - epoch_start
                 epoch_start = time.time()
@@ -157,18 +161,19 @@ def main(argv=None):
                 train_seconds += time.time() - epoch_start
                 preemption.exit(save())
         train_seconds += time.time() - epoch_start
+        train_loss = monitor.epoch_means()["loss"]  # stops here on divergence, before validating NaN weights
         metrics = validate(model, valid_set, device, dtype, cfg.postprocess.tag_threshold)
         scheduler.step(metrics["valid_mAP"])
         is_best = metrics["valid_mAP"] > best
         best, best_epoch = (metrics["valid_mAP"], epoch) if is_best else (best, best_epoch)
         bad_epochs = 0 if is_best else bad_epochs + 1
-        metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
+        metrics = {"train_loss": train_loss, **metrics,
                    "lr": optimizer.param_groups[0]["lr"]}
         history.append({"epoch": epoch, **metrics})
         tb.log(step, {f"epoch/{k}": v for k, v in metrics.items()})
         if dist_info.is_main:
             print(epoch_line(epoch, metrics, time.time() - epoch_start), flush=True)
-        epoch, step_in_epoch, losses = epoch + 1, 0, []
+        epoch, step_in_epoch = epoch + 1, 0
         save(is_best)
     if bad_epochs >= cfg.train.early_stop_patience:
         print(f"early stop: valid mAP has not improved for {bad_epochs} epochs (best {best:.4f} at epoch {best_epoch})")

@@ -22,6 +22,7 @@ from common.config import cli_main, parse_args, to_dict
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line
+from common.monitor import TrainMonitor
 from common.params import count_parameters
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
@@ -75,6 +76,8 @@ def main(argv=None):
     dtype = amp_dtype(device, cfg.run.amp)
     scaler = grad_scaler(device, dtype)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
+    monitor = TrainMonitor(device, ("bce", "kl", "loss"), checkpointer, run_dir if dist_info.is_main else None,
+                           fp16_scaler=scaler.is_enabled())
 
     # --- resume: weights, optimizer, RNG states and the position in the epoch ---
     epoch, step, step_in_epoch, best, train_seconds, train_images = 0, 0, 0, math.inf, 0.0, 0
@@ -83,12 +86,15 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, step_in_epoch, best, train_seconds, train_images = (counters[k] for k in (
             "epoch", "step", "step_in_epoch", "best", "train_seconds", "train_images"))
+        monitor.load_state_dict(counters["monitor"])
     tensorboard = TensorBoard(run_dir, enabled=dist_info.is_main)
 
     def save(is_best=False):
+        monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
-            best=best, train_seconds=train_seconds, train_images=train_images, config=to_dict(cfg)),
+            best=best, train_seconds=train_seconds, train_images=train_images, monitor=monitor.state_dict(),
+            config=to_dict(cfg)),
             step, is_best)
 
     valid = {}
@@ -96,7 +102,6 @@ def main(argv=None):
         sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
         model.train()
         epoch_start = time.time()
-        sums = torch.zeros(3, device=device)  # bce, kl, images since the last log line
         for images, _ in batches(train_split, per_rank_batch, sampler):
             inputs = draw_pixels(images, cfg.data.pixels)
             weight = kl_weight(step, cfg.train.beta, cfg.train.kl_warmup_steps)
@@ -114,13 +119,12 @@ def main(argv=None):
             step += 1
             step_in_epoch += 1
             train_images += len(inputs) * dist_info.world_size
-            sums += torch.stack([bce.detach().sum(), kl.detach().sum(), torch.tensor(len(inputs), device=device)])
+            monitor.add(step, bce=bce.mean(), kl=kl.mean(), loss=loss)
             if step % cfg.train.log_every_steps == 0:
-                bce_mean, kl_mean = (sums[:2] / sums[2]).tolist()
-                tensorboard.log(step, {"train/bce": bce_mean, "train/kl": kl_mean,
-                                       "train/neg_elbo": bce_mean + kl_mean, "train/loss": loss.item(),
+                means = monitor.interval_means()
+                tensorboard.log(step, {"train/bce": means["bce"], "train/kl": means["kl"],
+                                       "train/neg_elbo": means["bce"] + means["kl"], "train/loss": means["loss"],
                                        "train/kl_weight": weight, "train/lr": scheduler.get_last_lr()[0]})
-                sums.zero_()
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 save()
             if any_rank_requested(preemption):
@@ -128,6 +132,7 @@ def main(argv=None):
                 preemption.exit(save())
         train_seconds += time.time() - epoch_start
         epoch, step_in_epoch = epoch + 1, 0
+        monitor.epoch_means()  # stops here on divergence, before evaluating NaN weights
 
         # --- validation, figures, checkpoint ---
         valid = evaluate_split(model, valid_split, cfg.eval.batch_size, cfg.eval.seed)

@@ -23,6 +23,7 @@ from common.config import ConfigError, cli_main, parse_args, resolve_path
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import all_reduce_mean, cleanup_distributed, device_for, setup_distributed
 from common.log import TensorBoard, epoch_line, progress
+from common.monitor import TrainMonitor
 from common.params import check_parameter_budget
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir
@@ -34,13 +35,14 @@ from valle_tts.prepare import run_stages
 from valle_tts.text import TokenTable
 
 
-def top10_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
-    """(fraction of valid targets within the 10 highest logits, number of valid targets)."""
+def top10_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fraction of valid targets within the 10 highest logits, number of valid targets), as device
+    tensors: reading them would wait for the GPU."""
     valid = targets != -100
     top = logits.topk(10, dim=-1).indices
     hits = (top == targets.unsqueeze(-1)).any(-1) & valid
-    count = int(valid.sum())
-    return (hits.sum().item() / max(1, count)), count
+    count = valid.sum()
+    return hits.sum() / count.clamp(min=1), count
 
 
 def nar_prompt_lens(audio_lens: torch.Tensor, frac_range: list[float]) -> torch.Tensor:
@@ -50,14 +52,14 @@ def nar_prompt_lens(audio_lens: torch.Tensor, frac_range: list[float]) -> torch.
     return torch.minimum(torch.clamp((audio_lens.float() * frac).long(), min=1), audio_lens - 1)
 
 
-def while_every_rank_has_one(loader, distributed: bool, device):
+def while_every_rank_has_one(loader, distributed: bool):
     """The loader's batches, stopping every DDP rank as soon as one rank has run out (lhotse's
     duration-based batches can leave the ranks with unequal counts; a lone rank would hang)."""
     batches = iter(loader)
     while True:
         batch = next(batches, None)
         if distributed:
-            if all_reduce_mean(0.0 if batch is None else 1.0, device) < 1.0:
+            if all_reduce_mean(0.0 if batch is None else 1.0) < 1.0:
                 return
         elif batch is None:
             return
@@ -93,7 +95,8 @@ def validate(model, loader, cfg: Config, device, dtype) -> dict:
             with autocast(device, dtype):
                 loss, acc, count = compute_losses(model, batch, stage, prompt_lens, which, device)[which]
             cb = 1 if which == "ar" else stage + 1
-            for key, value in ((f"{which}_loss", loss.item()), (f"{which}_top10_cb{cb}", acc)):
+            count = count.item()
+            for key, value in ((f"{which}_loss", loss.item()), (f"{which}_top10_cb{cb}", acc.item())):
                 sums[key][0] += value * count
                 sums[key][1] += count
     model.train()
@@ -153,6 +156,10 @@ def main(argv=None):
     scaler = grad_scaler(device, dtype)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
     tb = TensorBoard(run_dir, enabled=dist_info.is_main)
+    trained_stages = ("ar", "nar") if cfg.train.models == "both" else (cfg.train.models,)
+    monitor = TrainMonitor(device, ("loss",) + tuple(f"{which}_{kind}" for which in trained_stages
+                                                       for kind in ("loss", "top10")),
+                           checkpointer, run_dir if dist_info.is_main else None, fp16_scaler=scaler.is_enabled())
 
     epoch, step, batches_in_epoch, best, train_seconds = 0, 0, 0, math.inf, 0.0
     state = load_for_resume(checkpointer, args.resume)
@@ -160,10 +167,13 @@ def main(argv=None):
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
         epoch, step, batches_in_epoch, best, train_seconds = (
             counters[k] for k in ("epoch", "step", "batches_in_epoch", "best", "train_seconds"))
+        monitor.load_state_dict(counters["monitor"])
 
     def save(is_best=False, **extra):
+        monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(model, optimizer, scheduler, scaler, epoch=epoch, step=step,
                                                 batches_in_epoch=batches_in_epoch, best=best,
+                                                monitor=monitor.state_dict(),
                                                 train_seconds=train_seconds, num_params=num_params, **extra),
                                  step, is_best)
 
@@ -173,10 +183,9 @@ def main(argv=None):
     while epoch < cfg.train.epochs and not done():
         start = time.time()
         loader = make_loader(train_sampler, dataset, epoch, batches_in_epoch, cfg.data.num_workers)
-        window: dict[str, list[float]] = {}
         preempted = False
         optimizer.zero_grad(set_to_none=True)  # an epoch's leftover partial accumulation is dropped
-        for batch in progress(while_every_rank_has_one(loader, dist_info.enabled, device),
+        for batch in progress(while_every_rank_has_one(loader, dist_info.enabled),
                               desc=f"epoch {epoch}", enabled=dist_info.is_main):
             if batch["codes"].shape[-1] != Q:
                 raise ConfigError(f"stored codes have {batch['codes'].shape[-1]} codebooks but "
@@ -189,10 +198,8 @@ def main(argv=None):
             loss = sum(r[0] for r in results.values())
             scaler.scale(loss / cfg.train.grad_accum).backward()
             batches_in_epoch += 1
-            for name, (part_loss, acc, _) in results.items():
-                cb = 1 if name == "ar" else stage + 1
-                window.setdefault(f"{name}_loss", []).append(part_loss.item())
-                window.setdefault(f"{name}_top10_cb{cb}", []).append(acc)
+            monitor.add(step, loss=loss, **{f"{name}_{kind}": value for name, (part_loss, acc, _) in results.items()
+                                            for kind, value in (("loss", part_loss), ("top10", acc))})
             if batches_in_epoch % cfg.train.grad_accum:
                 continue
             scaler.unscale_(optimizer)
@@ -203,11 +210,10 @@ def main(argv=None):
             scheduler.step()
             step += 1
             if step % cfg.train.log_every_steps == 0:  # every rank joins the all-reduce
-                means = {k: all_reduce_mean(sum(v) / len(v)) for k, v in window.items()}
+                means = monitor.interval_means()
                 tb.log(step, {f"train/{k}": v for k, v in means.items()} | {"train/lr": scheduler.get_last_lr()[0]})
                 if dist_info.is_main:
                     print(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()), flush=True)
-                window = {}
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 save()
             preempted = any_rank_requested(preemption)
@@ -218,6 +224,7 @@ def main(argv=None):
             preemption.exit(save())
         if not done():
             epoch, batches_in_epoch = epoch + 1, 0
+        monitor.epoch_means()  # stops here on divergence, before validating NaN weights
         valid = validate(train_model, make_loader(valid_sampler, dataset, 0, 0, cfg.data.num_workers),
                          cfg, device, dtype)
         is_best = valid["loss"] < best

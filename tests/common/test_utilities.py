@@ -152,7 +152,7 @@ def test_run_folder_records_config_and_version(tmp_path):
         prepare_run_dir("proj", cfg, torch.device("cpu"), resume=False)
     assert prepare_run_dir("proj", cfg, torch.device("cpu"), resume=True) == run_dir
     write_summary(run_dir, "m", {"acc": 0.5}, params=3)
-    assert read_summary(run_dir) == {"model": "m", "metrics": {"acc": 0.5}, "params": 3}
+    assert read_summary(run_dir) == {"model": "m", "status": "finished", "metrics": {"acc": 0.5}, "params": 3}
     assert not is_finished(run_dir)
     mark_finished(run_dir)
     assert is_finished(run_dir)
