@@ -25,11 +25,13 @@ import h5py
 import numpy as np
 import torch
 
-from common.config import ConfigError, resolve_path
+from common.config import ConfigError, bounded, resolve_path
 
 SCENE_CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
                  "street_pedestrian", "street_traffic", "tram"]
 MODALITIES = ("audio", "video")
+REFETCH = ("copy or download it again (av_scene/README.md, section Data), or delete it and run "
+           "python -m av_scene.extract_features again")
 
 
 @dataclasses.dataclass
@@ -39,17 +41,17 @@ class DataConfig:
     train_csv: str = "evaluation_setup/fold1_train.csv"
     test_csv: str = "evaluation_setup/fold1_evaluate.csv"
     valid_csv: str = ""                  # empty: hold out whole locations of train_csv
-    valid_fraction: float = 0.15         # share of each class's training clips held out (by location)
+    valid_fraction: float = bounded(0.15, gt=0, lt=1)  # share of each class's training clips held out (by location)
     audio_h5: list[str] = dataclasses.field(default_factory=lambda: [
         "audio_features_data/train.hdf5", "audio_features_data/val.hdf5", "audio_features_data/test.hdf5"])
     video_h5: list[str] = dataclasses.field(default_factory=lambda: [
         "video_features_data/train.hdf5", "video_features_data/val.hdf5", "video_features_data/test.hdf5"])
     audio_norm: str = "audio_features_data/global_mean_std.npz"  # empty: computed on the training split
     video_norm: str = "video_features_data/global_mean_std.npz"
-    num_frames: int = 96                 # crop (random offset when training) or zero-pad to this
+    num_frames: int = bounded(96, ge=1)  # crop (random offset when training) or zero-pad to this
     random_crop: bool = True
-    batch_size: int = 128
-    num_workers: int = 0
+    batch_size: int = bounded(128, ge=1)
+    num_workers: int = bounded(0, ge=0)
 
 
 @dataclasses.dataclass
@@ -107,8 +109,6 @@ def split_by_location(clips: list[Clip], valid_fraction: float, seed: int) -> tu
     """Hold out whole recording locations, about `valid_fraction` of each class's clips, so no
     location is in both parts. A location counts for its most frequent class; every class keeps at
     least one training location."""
-    if not 0.0 < valid_fraction < 1.0:
-        raise ConfigError(f"data.valid_fraction must be between 0 and 1, got {valid_fraction}")
     by_location = defaultdict(list)
     for clip in clips:
         by_location[clip.location].append(clip)
@@ -144,9 +144,7 @@ class EmbeddingStore:
         for path in paths:
             if not path.is_file():
                 continue  # e.g. no val.hdf5: the CSVs decide which clips must be found
-            handle = h5py.File(path, "r")
-            self.files.append(handle)
-            file_index = len(self.files) - 1
+            file_index = len(self.files)
 
             def visit(name, obj, file_index=file_index):
                 parts = name.split("/")
@@ -156,17 +154,27 @@ class EmbeddingStore:
                     self.where.setdefault(parts[-1], (file_index, name))
                 elif obj.ndim == 1 and parts[-1].isdigit() and len(parts) > 1:  # one dataset per frame
                     self.where.setdefault(parts[-2], (file_index, "/".join(parts[:-1])))
-            handle.visititems(visit)
+            try:
+                self.files.append(h5py.File(path, "r"))
+                self.files[file_index].visititems(visit)
+            except (OSError, RuntimeError) as err:  # what h5py raises for truncated or overwritten files
+                self.close()
+                raise ConfigError(f"{path}: not a readable HDF5 file ({err}); it is truncated or damaged "
+                                  f"(an interrupted copy, download or extraction?): {REFETCH}") from None
         if not self.files:
             raise ConfigError(f"none of the {modality} HDF5 files exists: {', '.join(map(str, paths))} "
                               f"(set data.root and data.{modality}_h5)")
 
     def load(self, stem: str) -> np.ndarray:
         file_index, key = self.where[stem]
-        obj = self.files[file_index][key]
-        if isinstance(obj, h5py.Dataset):
-            return obj[()]
-        return np.stack([obj[k][()] for k in sorted(obj.keys(), key=int)])
+        try:
+            obj = self.files[file_index][key]
+            if isinstance(obj, h5py.Dataset):
+                return obj[()]
+            return np.stack([obj[k][()] for k in sorted(obj.keys(), key=int)])
+        except (OSError, RuntimeError) as err:
+            raise ConfigError(f"{self.files[file_index].filename}: cannot read clip {stem} ({err}); the file "
+                              f"is damaged: {REFETCH}") from None
 
     def close(self) -> None:
         for handle in self.files:
@@ -244,8 +252,6 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> dict[str, SceneDataset]:
     if cfg.synthetic:
         from av_scene.synthetic import make_synthetic_dataset
         make_synthetic_dataset(root)
-    if cfg.num_frames < 1:
-        raise ConfigError(f"data.num_frames must be positive, got {cfg.num_frames}")
     train_clips = read_fold_csv(resolve_data_path(root, cfg.train_csv))
     if cfg.valid_csv:
         valid_clips = read_fold_csv(resolve_data_path(root, cfg.valid_csv))

@@ -30,7 +30,7 @@ import torch
 import torchvision
 
 from av_scene.data import read_fold_csv
-from common.config import ConfigError, cli_main, parse_args, resolve_path
+from common.config import ConfigError, bounded, cli_main, parse_args, resolve_path
 from common.device import pick_device
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -46,13 +46,13 @@ class ExtractConfig:
     split_names: list[str] = dataclasses.field(default_factory=lambda: ["train", "test"])
     backbone: str = "resnet18"        # any torchvision classification model (the head is removed)
     pretrained: bool = True           # ImageNet weights through torchvision (downloaded once)
-    sample_rate: int = 48000          # audio is resampled to this
-    window_s: float = 1.0             # log-mel window per audio frame (OpenL3 uses 1 s)
-    hop_s: float = 0.1                # one audio frame every hop_s (OpenL3 in the course: 0.1 s)
-    n_mels: int = 128
-    frames_per_s: float = 5.0         # video frames per second
-    image_size: int = 224             # video frames and log-mel images are resized to this
-    batch_size: int = 64
+    sample_rate: int = bounded(48000, ge=1)  # audio is resampled to this
+    window_s: float = bounded(1.0, gt=0)  # log-mel window per audio frame (OpenL3 uses 1 s)
+    hop_s: float = bounded(0.1, gt=0)  # one audio frame every hop_s (OpenL3 in the course: 0.1 s)
+    n_mels: int = bounded(128, ge=1)
+    frames_per_s: float = bounded(5.0, gt=0)  # video frames per second
+    image_size: int = bounded(224, ge=1)  # video frames and log-mel images are resized to this
+    batch_size: int = bounded(64, ge=1)
     device: str = "auto"
 
 

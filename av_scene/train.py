@@ -19,9 +19,15 @@ from av_scene.data import SCENE_CLASSES, DataConfig, feature_dims, load_splits
 from av_scene.models import MODEL_LABELS, ModelConfig, build_model
 from av_scene.predict import headline_metrics, predict, softmax
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
-from common.config import ConfigError, RunConfig, cli_main, parse_args
+from common.config import ConfigError, RunConfig, bounded, cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
-from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
+from common.distributed import (
+    ResumableSampler,
+    cleanup_distributed,
+    device_for,
+    main_rank_first,
+    setup_distributed,
+)
 from common.log import TensorBoard, epoch_line
 from common.monitor import TrainMonitor
 from common.params import count_parameters
@@ -32,14 +38,14 @@ from common.seeding import seed_everything
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0  # target = (1 - eps) * one-hot + eps / classes
-    mixup_alpha: float = 0.0      # > 0: mix clip pairs (both modalities) with lambda ~ Beta(alpha, alpha)
-    lr_patience: int = 3          # ReduceLROnPlateau on the validation log loss (0: constant lr)
-    lr_factor: float = 0.1
-    early_stop_patience: int = 7  # stop after this many epochs without a better validation score (0: off)
+    epochs: int = bounded(100, ge=1)
+    lr: float = bounded(1e-4, gt=0)
+    weight_decay: float = bounded(1e-4, ge=0)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)  # target = (1 - eps) * one-hot + eps / classes
+    mixup_alpha: float = bounded(0.0, ge=0)  # > 0: mix clip pairs (both modalities) with lambda ~ Beta(alpha, alpha)
+    lr_patience: int = bounded(3, ge=0)  # ReduceLROnPlateau on the validation log loss (0: constant lr)
+    lr_factor: float = bounded(0.1, gt=0, lt=1)
+    early_stop_patience: int = bounded(7, ge=0)  # stop after this many epochs without a better valid score (0: off)
     select_metric: str = "log_loss"  # log_loss | accuracy: what best.pt and early stopping follow
 
 
@@ -99,7 +105,8 @@ def main(argv=None):
         return
 
     # Data: clips in memory; the epoch's order comes from (seed, epoch) alone.
-    splits = load_splits(cfg.data, cfg.run.seed)
+    with main_rank_first(dist_info):  # rank 0 generates the demo set first, the others read it
+        splits = load_splits(cfg.data, cfg.run.seed)
     train_set = splits["train"]
     print(" | ".join(f"{name} {len(ds)} clips" for name, ds in splits.items()))
     per_rank_batch = max(1, cfg.data.batch_size // dist_info.world_size)
@@ -202,6 +209,7 @@ def main(argv=None):
               f"log loss {best_valid.get('log_loss', 0):.4f}; next: python -m av_scene.evaluate {run_dir}")
         mark_finished(run_dir)
     tensorboard.close()
+    del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 
 

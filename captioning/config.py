@@ -9,31 +9,31 @@ from captioning.decoding import DecodeConfig
 from captioning.models.captioner import DecoderConfig
 from captioning.models.encoder import EncoderConfig
 from captioning.scheduled_sampling import ScheduledSamplingConfig
-from common.config import RunConfig
+from common.config import RunConfig, bounded
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 4e-4               # decoder learning rate (Adam); the encoder's is encoder.lr
-    grad_clip: float = 5.0         # gradient norm clip (0: off)
-    alpha_c: float = 1.0           # weight of the doubly stochastic attention regularisation
-    lr_decay_every_epochs: int = 0  # multiply both learning rates by lr_decay every N epochs (0: never)
-    lr_decay: float = 0.8
-    log_every_steps: int = 50
-    valid_images: int = 0          # dev images greedy-decoded every epoch for BLEU-4/CIDEr (0: all)
-    select_metric: Literal["cider", "bleu4"] = "cider"   # picks best.pt
+    epochs: int = bounded(20, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(4e-4, gt=0)                # decoder learning rate (Adam); the encoder's is encoder.lr
+    grad_clip: float = bounded(5.0, ge=0)          # gradient norm clip (0: off)
+    alpha_c: float = bounded(1.0, ge=0)            # weight of the doubly stochastic attention regularisation
+    lr_decay_every_epochs: int = bounded(0, ge=0)  # multiply both learning rates by lr_decay every N epochs (0: never)
+    lr_decay: float = bounded(0.8, gt=0, le=1)
+    log_every_steps: int = bounded(50, ge=1)
+    valid_images: int = bounded(0, ge=0)           # dev images greedy-decoded every epoch for BLEU-4/CIDEr (0: all)
+    select_metric: Literal["cider", "bleu4"] = "cider"  # picks best.pt
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
     splits: list[str] = dataclasses.field(default_factory=lambda: ["dev", "test"])
-    examples: int = 5              # best and worst examples saved (and printed) per metric
-    attention_figures: int = 4     # test images drawn with their attention maps
+    examples: int = bounded(5, ge=0)           # best and worst examples saved (and printed) per metric
+    attention_figures: int = bounded(4, ge=0)  # test images drawn with their attention maps
     meteor: bool = True
-    spice: bool = True             # tried; reported unavailable (with the fix) when it cannot run
-    human_ceiling: bool = True     # score the human captions leave-one-out on test
+    spice: bool = True                         # tried; reported unavailable (with the fix) when it cannot run
+    human_ceiling: bool = True                 # score the human captions leave-one-out on test
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ The Flickr8k layout (data.root):
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import re
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.config import ConfigError, resolve_path
+from common.config import ConfigError, bounded, resolve_path
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = [PAD, START, END, UNK]
@@ -38,13 +39,13 @@ class DataConfig:
     dev_list: str = "Flickr_8k.devImages.txt"
     test_list: str = "Flickr_8k.testImages.txt"
     karpathy_json: str = ""        # dataset_flickr8k.json: replaces the captions file and the lists
-    min_word_count: int = 5        # rarer training words become <unk>
-    max_caption_tokens: int = 50   # longer training captions are skipped (counted); references keep all
-    image_size: int = 256          # images are resized to image_size x image_size
-    skip_missing_images: bool = False  # false: a listed image missing on disk is an error
+    min_word_count: int = bounded(5, ge=1)        # rarer training words become <unk>
+    max_caption_tokens: int = bounded(50, ge=1)   # longer training captions are skipped (counted); references keep all
+    image_size: int = bounded(256, ge=1)          # images are resized to image_size x image_size
+    skip_missing_images: bool = False  # false: a listed image missing on disk or not decodable is an error
     preload_images: bool = False   # decode every image once into memory (small sets, the demo)
-    num_workers: int = 2
-    generate_shapes: int = 0       # >0: write the synthetic shapes set (this many train images) to root
+    num_workers: int = bounded(2, ge=0)
+    generate_shapes: int = bounded(0, ge=0)       # >0: write the synthetic shapes set (this many train images) to root
 
 
 def tokenize(text: str) -> list[str]:
@@ -99,14 +100,20 @@ class CaptionCorpus:
 
 def parse_captions_file(path: Path) -> dict[str, list[str]]:
     """`image.jpg#k<TAB>caption` lines -> {image: [captions in k order]}. Blank lines are skipped;
-    any other line that does not have that shape is an error naming the file and line."""
+    any other line that does not have that shape, or is not UTF-8, is an error naming the file and line."""
     if not path.is_file():
         raise ConfigError(f"captions file not found: {path} (set data.root / data.captions_file to "
                           f"the Flickr8k folder holding Flickr8k.token.txt)")
     captions: dict[str, dict[int, str]] = collections.defaultdict(dict)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\n\r")
+    with open(path, "rb") as f:  # decoded line by line, so an encoding error knows its line
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n\r")
+            except UnicodeDecodeError as err:
+                column = len(raw[:err.start].decode("utf-8")) + 1
+                raise ConfigError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                  f"{column}); re-encode the file, e.g. from Latin-1: iconv -f latin1 -t utf-8 "
+                                  f"{path} > {path}.utf8 && mv {path}.utf8 {path}") from None
             if not line.strip():
                 continue
             key, tab, caption = line.partition("\t")
@@ -183,7 +190,33 @@ def load_corpus(cfg: DataConfig) -> CaptionCorpus:
                   f"{' ...' if len(missing) > 5 else ''}")
             missing = set(missing)
             splits[split] = [n for n in names if n not in missing]
+        unreadable = undecodable_images(images_dir, splits[split])
+        if unreadable and not cfg.skip_missing_images:
+            name, why = next(iter(unreadable.items()))
+            raise ConfigError(f"{len(unreadable)} of {len(names)} {split} images cannot be decoded, e.g. "
+                              f"{images_dir / name} ({why}); replace them (extract Flickr8k_Dataset.zip "
+                              f"again) or set data.skip_missing_images=true to skip them")
+        if unreadable:
+            print(f"warning: skipping {len(unreadable)} unreadable {split} images: "
+                  + ", ".join(f"{name} ({why})" for name, why in unreadable.items()))
+            splits[split] = [n for n in splits[split] if n not in unreadable]
     return CaptionCorpus(splits, captions, images_dir)
+
+
+def undecodable_images(images_dir: Path, names: list[str]) -> dict[str, str]:
+    """{name: why} for the images that cannot be decoded (truncated, corrupt, not an image), so
+    that a bad file stops or is skipped before training rather than deep inside an epoch. Each
+    image is decoded once, JPEGs at 1/8 scale (fast, and still reading every byte)."""
+    def error(name: str) -> str:
+        try:
+            with Image.open(images_dir / name) as img:
+                img.draft("RGB", (1, 1))
+                img.load()
+        except Exception as err:  # whatever PIL raises, the image is unusable
+            return f"{type(err).__name__}: {err}".replace("\n", " ")
+        return ""
+    with concurrent.futures.ThreadPoolExecutor() as pool:  # PIL decodes without holding the GIL
+        return {name: why for name, why in zip(names, pool.map(error, names)) if why}
 
 
 def encode_captions(names: list[str], captions: dict[str, list[str]], vocab: Vocabulary,

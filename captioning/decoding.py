@@ -14,13 +14,15 @@ import dataclasses
 
 import torch
 
+from common.config import bounded
+
 
 @dataclasses.dataclass
 class DecodeConfig:
-    beam_size: int = 5           # 1: greedy
-    length_penalty: float = 0.0  # hypotheses ranked by log-prob / length ** length_penalty
-    max_len: int = 30            # generated tokens at most (including <end>)
-    batch_size: int = 64         # images decoded at once
+    beam_size: int = bounded(5, ge=1)           # 1: greedy
+    length_penalty: float = bounded(0.0, ge=0)  # hypotheses ranked by log-prob / length ** length_penalty
+    max_len: int = bounded(30, ge=1)            # generated tokens at most (including <end>)
+    batch_size: int = bounded(64, ge=1)         # images decoded at once
 
 
 @dataclasses.dataclass

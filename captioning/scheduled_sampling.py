@@ -14,15 +14,17 @@ from typing import Literal
 
 import torch
 
+from common.config import bounded
+
 
 @dataclasses.dataclass
 class ScheduledSamplingConfig:
     schedule: Literal["none", "linear", "exponential", "inverse_sigmoid"] = "none"
     unit: Literal["step", "epoch"] = "step"   # i counts optimizer steps or finished epochs
-    min_prob: float = 0.0             # floor of the teacher-forcing probability
-    linear_slope: float = 1e-4        # linear: p drops by this much per unit
-    exponential_base: float = 0.9998  # exponential: p = base ** i
-    inverse_sigmoid_k: float = 2000.0  # inverse sigmoid: p = k / (k + exp(i / k))
+    min_prob: float = bounded(0.0, ge=0, le=1)  # floor of the teacher-forcing probability
+    linear_slope: float = bounded(1e-4, ge=0)  # linear: p drops by this much per unit
+    exponential_base: float = bounded(0.9998, gt=0, le=1)  # exponential: p = base ** i
+    inverse_sigmoid_k: float = bounded(2000.0, ge=1)  # inverse sigmoid: p = k / (k + exp(i / k))
     draw: Literal["sample", "argmax"] = "sample"   # how the model's own token is chosen
 
 

@@ -34,7 +34,13 @@ from captioning.scheduled_sampling import teacher_forcing_prob
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, cli_main, parse_args, to_dict
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
-from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
+from common.distributed import (
+    ResumableSampler,
+    cleanup_distributed,
+    device_for,
+    main_rank_first,
+    setup_distributed,
+)
 from common.log import TensorBoard, epoch_line, progress
 from common.monitor import TrainMonitor
 from common.params import count_parameters
@@ -95,15 +101,18 @@ def main(argv=None):
                           f"raise decoder.max_len or lower data.max_caption_tokens")
 
     # Data: captions and splits, the vocabulary from the training captions, images or cached features.
-    corpus = load_corpus(cfg.data)
+    with main_rank_first(dist_info):  # rank 0 generates the demo set first, the others read it
+        corpus = load_corpus(cfg.data)
     vocab = build_vocabulary(corpus, cfg.data.min_word_count)
-    (run_dir / "vocab.json").write_text(json.dumps(vocab.to_json()))
+    if dist_info.is_main:
+        (run_dir / "vocab.json").write_text(json.dumps(vocab.to_json()))
     captions, lengths, image_index = encode_captions(corpus.splits["train"], corpus.captions, vocab,
                                                      cfg.data.max_caption_tokens)
     print(f"data: {len(corpus.splits['train'])} train images, {len(captions)} captions, vocabulary {len(vocab)}")
 
     model = build_model(cfg.encoder, cfg.decoder, len(vocab))
-    sources, features_given = image_sources(cfg, corpus, model.encoder, device)
+    with main_rank_first(dist_info):  # rank 0 fills the feature cache of a frozen encoder first
+        sources, features_given = image_sources(cfg, corpus, model.encoder, device)
     model = model.to(device)
     params = count_parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -223,6 +232,7 @@ def main(argv=None):
         mark_finished(run_dir)
         print(f"done: best dev {cfg.train.select_metric} {best:.4f}; evaluate with "
               f"python -m captioning.evaluate {run_dir}")
+    del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 
 

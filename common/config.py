@@ -2,8 +2,12 @@
 
     cfg, args = parse_args(Config, project="lm")   # python train.py --config c.yaml model.hidden=650
 
-Every user mistake (unknown key, wrong type, missing file) raises `ConfigError` with one line that
-says what, where and how to fix it; `cli_main` prints that line and exits with status 2.
+Every user mistake (unknown key, wrong type, a value out of its range, missing file) raises
+`ConfigError` with one line that says what, where and how to fix it; `cli_main` prints that line
+and exits with status 2. A schema states a field's range where it declares the field:
+
+    batch_size: int = bounded(32, ge=1)            # error: train.batch_size=0 must be >= 1
+    dropout: float = bounded(0.1, ge=0, lt=1)      # error: model.dropout=1 must be in [0, 1)
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import operator
 import sys
 import types
 import typing
@@ -26,19 +31,53 @@ class ConfigError(Exception):
     """A user mistake in a config, a command line or an input path (printed as one line)."""
 
 
+_COMPARISONS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"),
+                "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+
+
+def bounded(default, *, ge=None, gt=None, le=None, lt=None):
+    """A schema field whose value must lie in a range, checked when the config is parsed (ge: >=,
+    gt: >, le: <=, lt: <): `lr: float = bounded(1e-3, gt=0)`. A list's items must each lie in it:
+    `betas: list[float] = bounded([0.9, 0.999], ge=0, lt=1)`. None passes (an optional field)."""
+    assert (ge is None or gt is None) and (le is None or lt is None), "one lower and one upper bound at most"
+    limits = {name: bound for name, bound in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if bound is not None}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"range": limits})
+    return dataclasses.field(default=default, metadata={"range": limits})
+
+
+def _range_text(limits: dict) -> str:
+    """{"ge": 0, "lt": 1} -> "in [0, 1)"; {"ge": 1} -> ">= 1" (limits hold the lower bound first)."""
+    if len(limits) == 2:
+        (low_name, low), (high_name, high) = limits.items()
+        return f"in {'[' if low_name == 'ge' else '('}{low}, {high}{']' if high_name == 'le' else ')'}"
+    (name, bound), = limits.items()
+    return f"{_COMPARISONS[name][1]} {bound}"
+
+
+def _check_range(value: Any, given: Any, limits: dict, key: str) -> None:
+    """`value` (coerced; a list checks each item) against a `bounded` field's limits; the error
+    shows the value as the user gave it. NaN fails every comparison, so it is out of every range."""
+    items = [(f"{key}[{i}]", v, g) for i, (v, g) in enumerate(zip(value, given))] \
+        if isinstance(value, list) else [(key, value, given)]
+    for name, item, shown in items:
+        if item is not None and not all(_COMPARISONS[op][0](item, bound) for op, bound in limits.items()):
+            raise ConfigError(f"{name}={shown} must be {_range_text(limits)}")
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Settings every project shares: where the run goes, seeding, device and checkpoints."""
-    name: str = "default"            # run folder: <root>/<project>/<name>/
-    root: str = "runs"               # relative paths are relative to the repository root
-    seed: int = 0
-    deterministic: bool = False      # deterministic kernels (slower on GPU)
-    device: str = "auto"             # auto | cpu | cuda | cuda:N
-    amp: bool = True                 # autocast on GPU: fp16 + grad scaler on V100, bf16 on Ampere+
-    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0: end of epoch only)
-    keep_last: int = 2               # step checkpoints kept besides best.pt
-    cpu_threads: int = 0             # torch CPU threads (0: torch's default); 1 is fastest for tiny
-                                     # models on a busy CPU, where threads wait for each other
+    name: str = "default"                           # run folder: <root>/<project>/<name>/
+    root: str = "runs"                              # relative paths are relative to the repository root
+    seed: int = bounded(0, ge=0, lt=2**32)          # numpy's seed range
+    deterministic: bool = False                     # deterministic kernels (slower on GPU)
+    device: str = "auto"                            # auto | cpu | cuda | cuda:N
+    amp: bool = True                                # autocast on GPU: fp16 + grad scaler on V100, bf16 on Ampere+
+    checkpoint_every_steps: int = bounded(0, ge=0)  # also checkpoint every N optimizer steps (0: end of epoch only)
+    keep_last: int = bounded(2, ge=1)               # step checkpoints kept besides best.pt
+    cpu_threads: int = bounded(0, ge=0)             # torch CPU threads (0: torch's default); 1 is fastest for tiny
+                                                    # models on a busy CPU, where threads wait for each other
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -129,6 +168,8 @@ def _build(schema: type, values: dict, prefix: str = ""):
                 f"; valid keys: {', '.join(prefix + k for k in fields)}"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
+        if "range" in fields[key].metadata:
+            _check_range(kwargs[key], value, fields[key].metadata["range"], prefix + key)
     for name, f in fields.items():
         if name in kwargs:
             continue

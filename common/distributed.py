@@ -6,6 +6,7 @@ as the master. Without either, everything runs as a single process (rank 0 of 1)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -70,6 +71,17 @@ def setup_distributed(device_name: str = "auto") -> DistInfo:
     return info
 
 
+@contextlib.contextmanager
+def main_rank_first(info: DistInfo):
+    """Run the body on rank 0 first, then on the other ranks: rank 0 writes what is shared
+    (generated demo data, feature caches) while the others wait, then they only read it."""
+    if info.enabled and not info.is_main:
+        dist.barrier()
+    yield
+    if info.enabled and info.is_main:
+        dist.barrier()
+
+
 def device_for(info: DistInfo, device: torch.device) -> torch.device:
     """Each rank's own GPU under DDP; `device` unchanged otherwise."""
     if info.enabled and device.type == "cuda":
@@ -78,6 +90,9 @@ def device_for(info: DistInfo, device: torch.device) -> torch.device:
 
 
 def cleanup_distributed() -> None:
+    """Destroy the process group. Drop the DistributedDataParallel wrapper first (`del train_model`):
+    if its reducer holds the last reference, the gloo group is destroyed while the GIL is held and
+    joins a worker thread that waits for the GIL (torch 2.9: rank 1 hung at exit in our DDP tests)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

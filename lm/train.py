@@ -190,6 +190,7 @@ def main(argv=None):
         print(f"best valid ppl {best_valid_ppl:.2f} (test {best_test_ppl:.2f}); "
               f"evaluate with: python -m lm.evaluate {run_dir}")
     tensorboard.close()
+    del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from common.config import RunConfig
+from common.config import RunConfig, bounded
 
 # DCASE2018 Task 4 classes, in the order of the model's outputs.
 CLASSES = ["Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush",
@@ -14,98 +14,99 @@ CLASSES = ["Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_sh
 @dataclasses.dataclass
 class SynthConfig:
     """The generated DCASE-layout set (sed/synth.py) used by the demo and the tests."""
-    enabled: bool = False         # generate it into data.root when missing
-    train_clips: int = 300        # weakly labelled
-    test_clips: int = 60          # strongly labelled, for the post-processing sweep
-    eval_clips: int = 100         # strongly labelled, for the final numbers
-    sample_rate: int = 16000
-    seed: int = 1234
+    enabled: bool = False                  # generate it into data.root when missing
+    train_clips: int = bounded(300, ge=1)  # weakly labelled
+    test_clips: int = bounded(60, ge=1)    # strongly labelled, for the post-processing sweep
+    eval_clips: int = bounded(100, ge=1)   # strongly labelled, for the final numbers
+    sample_rate: int = bounded(16000, ge=1)
+    seed: int = bounded(1234, ge=0)
 
 
 @dataclasses.dataclass
 class DataConfig:
-    root: str = "data/dcase2018_task4"   # DCASE2018 Task 4 folder (audio/, metadata/)
-    weak_csv: str = "metadata/train/weak.csv"       # filename<TAB>label,label
+    root: str = "data/dcase2018_task4"         # DCASE2018 Task 4 folder (audio/, metadata/)
+    weak_csv: str = "metadata/train/weak.csv"  # filename<TAB>label,label
     weak_audio: str = "audio/train/weak"
-    test_csv: str = "metadata/test/test.csv"        # strong labels; picks post-processing ("" = none)
+    test_csv: str = "metadata/test/test.csv"   # strong labels; picks post-processing ("" = none)
     test_audio: str = "audio/test"
-    eval_csv: str = "metadata/eval/eval.csv"        # strong labels; the reported numbers
+    eval_csv: str = "metadata/eval/eval.csv"   # strong labels; the reported numbers
     eval_audio: str = "audio/eval"
-    features_dir: str = ""        # HDF5 features; "" = <root>/features/<settings>
-    workers: int = 4              # feature-extraction processes
-    valid_fraction: float = 0.1   # weak clips held out (multi-label stratified) for early stopping
-    split_seed: int = 0
+    features_dir: str = ""                     # HDF5 features; "" = <root>/features/<settings>
+    workers: int = bounded(4, ge=1)            # feature-extraction processes
+    # weak clips held out (multi-label stratified): valid mAP picks best.pt, cuts the lr, stops early
+    valid_fraction: float = bounded(0.1, gt=0, lt=1)
+    split_seed: int = bounded(0, ge=0)
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
 
 
 @dataclasses.dataclass
 class FeatureConfig:
     """Log-mel settings (the course's: 44.1 kHz, n_fft 2048, 40 ms window, 20 ms hop, 64 bands)."""
-    sample_rate: int = 44100      # audio at another rate is resampled
-    n_fft: int = 2048
-    win_ms: float = 40.0
-    hop_ms: float = 20.0
-    n_mels: int = 64
-    fmin_hz: float = 0.0
-    fmax_hz: float = 0.0          # 0 = sample_rate / 2
-    clip_s: float = 10.0          # clips are padded / cut to this length
+    sample_rate: int = bounded(44100, ge=1)  # audio at another rate is resampled
+    n_fft: int = bounded(2048, ge=1)
+    win_ms: float = bounded(40.0, gt=0)
+    hop_ms: float = bounded(20.0, gt=0)
+    n_mels: int = bounded(64, ge=1)
+    fmin_hz: float = bounded(0.0, ge=0)
+    fmax_hz: float = bounded(0.0, ge=0)      # 0 = sample_rate / 2
+    clip_s: float = bounded(10.0, gt=0)      # clips are padded / cut to this length
 
 
 @dataclasses.dataclass
 class ModelConfig:
     name: Literal["crnn", "cdur"] = "crnn"
-    conv_channels: list[int] = dataclasses.field(default_factory=lambda: [64, 64, 64])
-    freq_pool: list[int] = dataclasses.field(default_factory=lambda: [4, 4, 4])
-    time_pool: list[int] = dataclasses.field(default_factory=lambda: [1, 1, 1])
-    rnn_hidden: int = 64          # per direction
-    rnn_layers: int = 2
-    dropout: float = 0.2
+    conv_channels: list[int] = bounded([64, 64, 64], ge=1)
+    freq_pool: list[int] = bounded([4, 4, 4], ge=1)
+    time_pool: list[int] = bounded([1, 1, 1], ge=1)
+    rnn_hidden: int = bounded(64, ge=1)  # per direction
+    rnn_layers: int = bounded(2, ge=1)
+    dropout: float = bounded(0.2, ge=0, lt=1)
     pooling: Literal["linear_softmax", "attention", "max", "mean"] = "linear_softmax"
 
 
 @dataclasses.dataclass
 class AugmentConfig:
     spec_augment: bool = False
-    time_masks: int = 2
-    time_mask_frames: int = 40    # widest mask
-    freq_masks: int = 2
-    freq_mask_bands: int = 8
+    time_masks: int = bounded(2, ge=0)
+    time_mask_frames: int = bounded(40, ge=0)    # widest mask
+    freq_masks: int = bounded(2, ge=0)
+    freq_mask_bands: int = bounded(8, ge=0)
     mixup: bool = False
-    mixup_alpha: float = 0.2
+    mixup_alpha: float = bounded(0.2, gt=0)
     time_shift: bool = False
-    time_shift_frames: int = 100  # roll by up to +-this many frames
+    time_shift_frames: int = bounded(100, ge=0)  # roll by up to +-this many frames
     noise: bool = False
-    noise_std: float = 0.1        # on normalised features
+    noise_std: float = bounded(0.1, ge=0)        # on normalised features
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    grad_clip: float = 5.0        # 0 = off
-    plateau_patience: int = 3     # epochs without a better valid mAP before the lr is cut
-    plateau_factor: float = 0.5
-    early_stop_patience: int = 10  # epochs without a better valid mAP before training stops
-    log_every_steps: int = 20
+    epochs: int = bounded(100, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    weight_decay: float = bounded(1e-2, ge=0)
+    grad_clip: float = bounded(5.0, ge=0)         # 0 = off
+    plateau_patience: int = bounded(3, ge=0)      # epochs without a better valid mAP before the lr is cut
+    plateau_factor: float = bounded(0.5, gt=0, lt=1)
+    early_stop_patience: int = bounded(10, ge=1)  # epochs without a better valid mAP before training stops
+    log_every_steps: int = bounded(20, ge=1)
 
 
 @dataclasses.dataclass
 class PostprocessConfig:
     """Frame probabilities -> events. The sweep on the strong test split replaces threshold and
     median_s per class; the remaining settings apply as given."""
-    threshold: float = 0.5
-    low_threshold_ratio: float = 0.5   # hysteresis: an event extends while prob > ratio * threshold
-    median_s: float = 0.5
-    min_event_s: float = 0.1
-    min_gap_s: float = 0.1            # gaps shorter than this are filled
-    gate_by_clip: bool = True         # keep events only for classes tagged in the clip
-    tag_threshold: float = 0.5
+    threshold: float = bounded(0.5, ge=0, le=1)
+    low_threshold_ratio: float = bounded(0.5, ge=0, le=1)  # hysteresis: an event extends while prob > ratio * threshold
+    median_s: float = bounded(0.5, ge=0)
+    min_event_s: float = bounded(0.1, ge=0)
+    min_gap_s: float = bounded(0.1, ge=0)                  # gaps shorter than this are filled
+    gate_by_clip: bool = True                              # keep events only for classes tagged in the clip
+    tag_threshold: float = bounded(0.5, ge=0, le=1)
     sweep: bool = True
-    sweep_thresholds: list[float] = dataclasses.field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    sweep_median_s: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 1.0])
-    timeline_clips: int = 4            # clips drawn in the event-timeline figure
+    sweep_thresholds: list[float] = bounded([0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ge=0, le=1)
+    sweep_median_s: list[float] = bounded([0.0, 0.1, 0.3, 0.5, 1.0], ge=0)
+    timeline_clips: int = bounded(4, ge=0)                 # clips drawn in the event-timeline figure
 
 
 @dataclasses.dataclass

@@ -10,8 +10,11 @@ Stage by stage, each skipped when its output is there (train.py runs the same fu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from common.config import ConfigError, cli_main, parse_args, resolve_path
 from common.log import progress
 from sed.config import Config, FeatureConfig
 from sed.data import hop_samples, read_strong_csv, read_weak_csv
+
+SHARD_CLIPS = 256  # clips per part file: the most a kill during extraction can lose
 
 
 @dataclasses.dataclass
@@ -80,7 +85,12 @@ def _extract(job):
 def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Path, feat: FeatureConfig,
                   workers: int) -> tuple[list[str], int]:
     """Features for `filenames` into out_dir/<name>.h5 (only those missing); returns the clips that
-    have features and how many were extracted now. Skipped clips go to out_dir/<name>_skipped.txt."""
+    have features and how many were extracted now. Skipped clips go to out_dir/<name>_skipped.txt.
+
+    No HDF5 file is ever written in place (a process killed while writing one leaves it unreadable):
+    new features go to part files of SHARD_CLIPS clips, then are merged into <name>.h5, each file
+    written under a temporary name and renamed when complete. A run after a kill (even -9) keeps
+    the finished parts, removes the temporary files and extracts the rest."""
     win = int(round(feat.win_ms * feat.sample_rate / 1000))
     if win > feat.n_fft:
         raise ConfigError(f"features.win_ms={feat.win_ms:g} is {win} samples at {feat.sample_rate} Hz, more than "
@@ -90,16 +100,17 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
     h5_path = out_dir / f"{name}.h5"
     settings = {k: str(v) for k, v in dataclasses.asdict(feat).items()}
     skipped = {}
-    with h5py.File(h5_path, "a") as h5:
-        stored = {k: h5.attrs[k] for k in h5.attrs}
-        if stored and stored != settings:
-            raise ConfigError(f"{h5_path} holds features made with other settings ({stored}); "
-                              f"delete it or set data.features_dir to a new folder")
-        h5.attrs.update(settings)
-        group = h5.require_group("mel")
+    with open(out_dir / f".{name}.lock", "w") as lock:
+        # One writer at a time (runs started together share this folder); a file system without
+        # locks (Lustre mounted noflock) refuses, and then runs must not overlap.
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in out_dir.glob(f".{name}.*.tmp"):  # a killed run's unfinished file
+            stale.unlink()
+        held = set().union(*(_clips_in(path, settings) for path in [h5_path, *_parts(out_dir, name)]))
         jobs = []
         for f in filenames:
-            if f in group:
+            if f in held:
                 continue
             if not (audio_dir / f).is_file():
                 skipped[f] = "file not found"
@@ -115,11 +126,16 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
             context.set_forkserver_preload(["sed.prepare"])
             with context.Pool(workers, initializer=_one_thread_per_worker) as pool:
                 results = pool.imap_unordered(_extract, jobs, chunksize=4)
-                extracted = _store(results, group, skipped, len(jobs), name)
+                extracted = _store(results, out_dir, name, settings, skipped, len(jobs))
         else:
-            extracted = _store(map(_extract, jobs), group, skipped, len(jobs), name)
-        available = [f for f in filenames if f in group]
-    seconds = time.time() - start
+            extracted = _store(map(_extract, jobs), out_dir, name, settings, skipped, len(jobs))
+        seconds = time.time() - start
+        parts = _parts(out_dir, name)
+        if parts:
+            _write_features(h5_path, settings, sources=[p for p in [h5_path, *parts] if p.is_file()])
+            for part in parts:
+                part.unlink()
+        available = [f for f in filenames if f in _clips_in(h5_path, settings)]
     rate = f" ({len(jobs) / seconds:.1f} clips/s)" if jobs and seconds > 0 else ""
     (out_dir / f"{name}_skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in sorted(skipped.items())))
     message = f"{name}: {len(filenames)} clips listed, {extracted} extracted now{rate}, {len(available)} with features"
@@ -129,15 +145,62 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
     return available, extracted
 
 
-def _store(results, group, skipped, total, name) -> int:
-    """Write finished features (HDF5 is written by this process only); returns how many."""
-    extracted = 0
+def _parts(out_dir: Path, name: str) -> list[Path]:
+    return sorted(out_dir.glob(f"{name}.part-*.h5"))
+
+
+def _clips_in(path: Path, settings: dict) -> set[str]:
+    """The clips a feature file holds (none when it is absent). A damaged file (written in place by
+    an older version of this code and killed) is removed, so that its clips are extracted again."""
+    if not path.is_file():
+        return set()
+    try:
+        with h5py.File(path, "r") as h5:
+            stored = {k: h5.attrs[k] for k in h5.attrs}
+            clips = {clip for clip, _ in h5["mel"].items()}  # items() opens every clip's object header
+    except (OSError, RuntimeError, KeyError) as err:
+        print(f"{path} is damaged ({type(err).__name__}: {err}), probably by a killed extraction; "
+              f"extracting its clips again", flush=True)
+        path.unlink()
+        return set()
+    if stored != settings:
+        raise ConfigError(f"{path} holds features made with other settings ({stored}); "
+                          f"delete it or set data.features_dir to a new folder")
+    return clips
+
+
+def _write_features(path: Path, settings: dict, features: dict | None = None, sources: list[Path] = ()) -> None:
+    """Write the feature file `path` whole: `features` ({clip: (frames, n_mels)}) and the clips of
+    the feature files `sources`, under a temporary name that is renamed when complete."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs.update(settings)
+        group = h5.create_group("mel")
+        for clip, mel in (features or {}).items():
+            group.create_dataset(clip, data=mel)
+        for source in sources:
+            with h5py.File(source, "r") as held:
+                for clip in held["mel"]:
+                    if clip not in group:
+                        held.copy(held["mel"][clip], group, clip)
+    os.replace(tmp, path)
+
+
+def _store(results, out_dir, name, settings, skipped, total) -> int:
+    """Write finished features (HDF5 is written by this process only) as part files of SHARD_CLIPS
+    clips; returns how many clips were extracted."""
+    extracted, batch = 0, {}
     for clip, mel, reason in progress(results, total=total, desc=f"log-mel {name}"):
         if mel is None:
             skipped[clip] = reason
-        else:
-            group.create_dataset(clip, data=mel)
-            extracted += 1
+            continue
+        batch[clip] = mel
+        extracted += 1
+        if len(batch) == SHARD_CLIPS:
+            _write_features(out_dir / f"{name}.part-{time.time_ns()}.h5", settings, batch)
+            batch = {}
+    if batch:
+        _write_features(out_dir / f"{name}.part-{time.time_ns()}.h5", settings, batch)
     return extracted
 
 

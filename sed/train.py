@@ -15,9 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
-from common.config import cli_main, parse_args
+from common.config import ConfigError, cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device
-from common.distributed import ResumableSampler, cleanup_distributed, device_for, setup_distributed
+from common.distributed import (
+    ResumableSampler,
+    cleanup_distributed,
+    device_for,
+    main_rank_first,
+    setup_distributed,
+)
 from common.log import TensorBoard, epoch_line
 from common.monitor import TrainMonitor
 from common.params import count_parameters
@@ -37,6 +43,9 @@ def weak_datasets(cfg: Config, train_split):
     with statistics of the train part only. Returns train_set, valid_set, band_mean, band_std."""
     targets = label_matrix([train_split.weak[f] for f in train_split.filenames])
     train_idx, valid_idx = stratified_split(targets, cfg.data.valid_fraction, cfg.data.split_seed)
+    if len(train_idx) == 0 or len(valid_idx) == 0:
+        raise ConfigError(f"data.valid_fraction={cfg.data.valid_fraction} leaves {len(train_idx)} train and "
+                          f"{len(valid_idx)} valid clips of the {len(targets)} weak clips; both need some")
     features, lengths = load_features(train_split.h5_path, train_split.filenames, frames_per_clip(cfg.features))
     mean, std = band_stats(features[train_idx], lengths[train_idx])
     print(f"weak clips: {len(train_idx)} train, {len(valid_idx)} valid "
@@ -78,12 +87,8 @@ def main(argv=None):
         return
 
     # ---- data: features are extracted once by the main rank, the others read them
-    if dist_info.is_main:
+    with main_rank_first(dist_info):
         splits = prepare_data(cfg)
-    if dist_info.enabled:
-        torch.distributed.barrier()
-        if not dist_info.is_main:
-            splits = prepare_data(cfg)
     train_set, valid_set, band_mean, band_std = weak_datasets(cfg, splits["train"])
     per_rank_batch = cfg.train.batch_size // dist_info.world_size
     sampler = ResumableSampler(len(train_set), shuffle=True, seed=cfg.run.seed, rank=dist_info.rank,
@@ -91,7 +96,6 @@ def main(argv=None):
     loader = torch.utils.data.DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler,
                                          drop_last=True, generator=torch.Generator())
     if len(loader) == 0:
-        from common.config import ConfigError
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(train_set)} "
                           f"training clips; lower it")
 
@@ -188,6 +192,7 @@ def main(argv=None):
         print(f"done: best valid mAP {best:.4f} (epoch {best_epoch}); "
               f"{clips_per_s:.1f} training clips/s; run folder {run_dir}")
     tb.close()
+    del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 
 

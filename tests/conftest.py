@@ -40,3 +40,36 @@ def launch_ranks():
                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
                 for rank in range(world_size)]
     return start
+
+
+@pytest.fixture
+def run_two_ranks(launch_ranks):
+    """run_two_ranks(command, preempt=False) -> (exit codes, [(stdout, stderr)] per rank). With
+    `preempt`, rank 1 alone gets SIGUSR1 once it has printed its first line (its PreemptionFlag is
+    installed by then): both ranks must checkpoint at the next step boundary and exit 75."""
+    import signal
+
+    def run(command: list[str], preempt: bool = False, timeout: float = 300):
+        procs = launch_ranks(command)
+        if preempt:
+            first_line = procs[1].stdout.readline()
+            assert first_line, "rank 1 printed nothing before it ended: " + procs[1].communicate()[1][-2000:]
+            procs[1].send_signal(signal.SIGUSR1)
+        outputs = [p.communicate(timeout=timeout) for p in procs]
+        return [p.returncode for p in procs], outputs
+    return run
+
+
+@pytest.fixture
+def check_rank0_run_folder():
+    """check(run_dir, launches, done_files) -> the newest step checkpoint, after asserting that rank 0
+    alone wrote the folder: one tensorboard event file per launch (not per rank), config.yaml,
+    version.json and `done_files` present."""
+    def check(run_dir: Path, launches: int, done_files=("FINISHED", "summary.json")) -> dict:
+        for name in ("config.yaml", "version.json", *done_files):
+            assert (run_dir / name).is_file(), f"{run_dir}: no {name}"
+        assert len(list((run_dir / "tb").glob("events.*"))) == launches
+        steps = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+        assert steps, f"{run_dir}: no step checkpoint"
+        return torch.load(steps[-1], weights_only=False)
+    return check

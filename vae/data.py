@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import ConfigError, resolve_path
+from common.config import ConfigError, bounded, resolve_path
 
 # MNIST's file names (the .gz suffix is optional; some mirrors write "train-images.idx3-ubyte").
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -36,9 +36,9 @@ class DataConfig:
     root: str = "data/mnist"     # the idx files, directly or in torchvision's MNIST/raw sub-folder
     download: bool = False       # fetch MNIST with torchvision's downloader when the files are missing
     split: Literal["course", "holdout"] = "course"  # course: train 60k, valid = the 10k test set;
-    holdout_size: int = 5000     # holdout: the last holdout_size training images validate, test is kept apart
+    holdout_size: int = bounded(5000, ge=1)  # holdout: the last holdout_size training images validate; test apart
     pixels: Literal["intensity", "threshold", "dynamic"] = "dynamic"
-    threshold: float = 0.5       # pixels=threshold: intensity above this is 1
+    threshold: float = bounded(0.5, ge=0, lt=1)  # pixels=threshold: intensity above this is 1
     binarize_seed: int = 0       # pixels=dynamic: the one fixed draw for validation and test
 
 

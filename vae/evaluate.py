@@ -26,7 +26,7 @@ from common.device import pick_device, set_cpu_threads
 from common.log import TensorBoard
 from common.params import count_parameters
 from common.run import read_summary, write_summary
-from vae.config import Config, check_config
+from vae.config import Config
 from vae.data import Split, batches, load_splits
 from vae.figures import latent_figure, latent_scatter_figure, prior_samples_figure, reconstruction_figure, save_figure
 from vae.loss import bernoulli_nll, gaussian_kl, importance_weighted_nll, log_importance_weights
@@ -113,7 +113,6 @@ def main(argv=None):
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: no config.yaml; give a run folder written by python -m vae.train")
     cfg = load_config(Config, run_dir / "config.yaml", args.overrides)
-    check_config(cfg)
     set_cpu_threads(cfg.run.cpu_threads)
     device = pick_device(cfg.run.device)
     splits = {name: split.to(device) for name, split in load_splits(cfg.data).items() if name != "train"}

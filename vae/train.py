@@ -27,7 +27,7 @@ from common.params import count_parameters
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
 from common.seeding import seed_everything
-from vae.config import Config, check_config
+from vae.config import Config
 from vae.data import batches, draw_pixels, load_splits
 from vae.evaluate import evaluate_split, write_figures
 from vae.loss import kl_weight, training_loss
@@ -45,7 +45,6 @@ def lr_lambda(schedule: str, total_steps: int):
 def main(argv=None):
     cfg, args = parse_args(Config, argv, description="Train a VAE on MNIST")
     preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
-    check_config(cfg)
     set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
@@ -158,6 +157,7 @@ def main(argv=None):
         mark_finished(run_dir)
         print(f"done: {run_dir}; evaluate with python -m vae.evaluate {run_dir}")
     tensorboard.close()
+    del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common.config import ConfigError
+from common.config import ConfigError, bounded
 
 ENCODEC_24KHZ_FILE = "encodec_24khz-d7cc33bc.th"
 RANDOM_CODEC_SEED = 1234
@@ -26,11 +26,11 @@ RANDOM_CODEC_SEED = 1234
 @dataclasses.dataclass
 class CodecConfig:
     name: str = "encodec"            # encodec (24 kHz); another codec is one more class in codec.py
-    bandwidth_kbps: float = 6.0      # 1.5 / 3 / 6 / 12 / 24 -> 2 / 4 / 8 / 16 / 32 codebooks
+    bandwidth_kbps: float = bounded(6.0, gt=0)  # 1.5 / 3 / 6 / 12 / 24 -> 2 / 4 / 8 / 16 / 32 codebooks
     # false: a randomly initialised EnCodec of the same architecture (demo and tests only: its codes
     # carry no learned acoustics, so synthesised audio is noise-like)
     pretrained: bool = True
-    batch_seconds: float = 60.0      # audio per encoder batch when extracting codes
+    batch_seconds: float = bounded(60.0, gt=0)  # audio per encoder batch when extracting codes
 
 
 class Codec:

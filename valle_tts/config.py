@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from common.config import RunConfig
+from common.config import RunConfig, bounded
 from valle_tts.codec import CodecConfig
 from valle_tts.data import DataConfig
 from valle_tts.models.valle import ModelConfig
@@ -15,46 +15,46 @@ PARAM_LIMIT = 500_000_000  # the course's limit on AR + NAR together
 @dataclasses.dataclass
 class TrainConfig:
     models: Literal["both", "ar", "nar"] = "both"  # which stage(s) this run trains
-    epochs: int = 20
-    max_steps: int = 0                # stop after this many optimizer steps (0: epochs decide)
-    lr: float = 5e-4
-    warmup_steps: int = 1000          # linear warmup, then inverse square-root decay
-    weight_decay: float = 0.01
-    grad_accum: int = 1               # batches per optimizer step
-    grad_clip: float = 1.0
-    nar_prompt_frac: list[float] = dataclasses.field(default_factory=lambda: [0.25, 0.5])
-    log_every_steps: int = 50
+    epochs: int = bounded(20, ge=1)
+    max_steps: int = bounded(0, ge=0)              # stop after this many optimizer steps (0: epochs decide)
+    lr: float = bounded(5e-4, gt=0)
+    warmup_steps: int = bounded(1000, ge=0)        # linear warmup, then inverse square-root decay
+    weight_decay: float = bounded(0.01, ge=0)
+    grad_accum: int = bounded(1, ge=1)             # batches per optimizer step
+    grad_clip: float = bounded(1.0, gt=0)          # gradient norm clipping (always on)
+    nar_prompt_frac: list[float] = bounded([0.25, 0.5], ge=0, le=1)  # NAR prompt: this range of the utterance
+    log_every_steps: int = bounded(50, ge=1)
 
 
 @dataclasses.dataclass
 class SynthConfig:
-    prompt_s: float = 3.0             # acoustic prompt length
-    temperature: float = 1.0          # AR sampling; 0 = greedy
-    top_k: int = 50                   # 0: off
-    top_p: float = 1.0                # 1: off
-    max_frames_per_token: float = 12.0  # AR length limit: this many frames per target text token
+    prompt_s: float = bounded(3.0, gt=0)               # acoustic prompt length
+    temperature: float = bounded(1.0, ge=0)            # AR sampling; 0 = greedy
+    top_k: int = bounded(50, ge=0)                     # 0: off
+    top_p: float = bounded(1.0, gt=0, le=1)            # 1: off
+    max_frames_per_token: float = bounded(12.0, gt=0)  # AR length limit: this many frames per target text token
     # stability: repetition-aware sampling (VALL-E 2): if the sampled token already fills more than
     # ras_ratio of the last ras_window tokens, draw again from the full distribution (0: off)
-    ras_window: int = 0
-    ras_ratio: float = 0.5
+    ras_window: int = bounded(0, ge=0)
+    ras_ratio: float = bounded(0.5, ge=0, le=1)
     seed: int = 0
 
 
 @dataclasses.dataclass
 class EvalConfig:
     modes: list[str] = dataclasses.field(default_factory=lambda: ["continuation", "cross"])
-    min_duration_s: float = 4.0       # the paper's 4-10 s test-clean subset
-    max_duration_s: float = 10.0
-    max_utterances: int = 0           # 0: all of the list
-    list_seed: int = 0                # fixes the cross-utterance prompt choice (saved to eval_list.json)
-    asr_model: str = "medium.en"      # openai-whisper model name
+    min_duration_s: float = bounded(4.0, ge=0)  # the paper's 4-10 s test-clean subset
+    max_duration_s: float = bounded(10.0, gt=0)
+    max_utterances: int = bounded(0, ge=0)      # 0: all of the list
+    list_seed: int = 0                          # fixes the cross-utterance prompt choice (saved to eval_list.json)
+    asr_model: str = "medium.en"                # openai-whisper model name
     speaker_model: str = "speechbrain/spkrec-ecapa-voxceleb"
     # random_scorers: randomly initialised whisper / ECAPA of the real classes (demo and tests only:
     # the code path runs, the numbers mean nothing)
     random_scorers: bool = False
-    asr_max_tokens: int = 200         # whisper decoding length limit per utterance
-    save_wavs: int = 8                # synthesised wavs kept per mode (eval/wavs/)
-    reference_rows: bool = True       # also score the ground truth and its codec resynthesis
+    asr_max_tokens: int = bounded(200, ge=1)    # whisper decoding length limit per utterance
+    save_wavs: int = bounded(8, ge=0)           # synthesised wavs kept per mode (eval/wavs/)
+    reference_rows: bool = True                 # also score the ground truth and its codec resynthesis
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from common.config import ConfigError
+from common.config import ConfigError, bounded
 from valle_tts.text import TokenTable
 
 
@@ -28,13 +28,13 @@ class DataConfig:
     manifest_dir: str = "data/valle/libritts"  # manifests, tokens.txt and codes are written here
     download: bool = False                    # fetch missing parts from openslr (needs internet)
     synthesise_toy_corpus: bool = False       # write the numpy toy corpus to corpus_dir (demo, tests)
-    min_duration_s: float = 1.0
-    max_duration_s: float = 20.0
+    min_duration_s: float = bounded(1.0, ge=0)
+    max_duration_s: float = bounded(20.0, gt=0)
     text_tokens: str = "chars"                # chars | phonemes (needs espeak-ng)
-    num_jobs: int = 1                         # lhotse recipe workers
-    max_batch_s: float = 120.0                # seconds of audio per batch (DynamicBucketingSampler)
-    num_buckets: int = 10
-    num_workers: int = 2                      # DataLoader workers reading codes
+    num_jobs: int = bounded(1, ge=1)          # lhotse recipe workers
+    max_batch_s: float = bounded(120.0, gt=0)  # seconds of audio per batch (DynamicBucketingSampler)
+    num_buckets: int = bounded(10, ge=2)      # lhotse's bucketing needs at least 2
+    num_workers: int = bounded(2, ge=0)       # DataLoader workers reading codes
 
 
 def load_cuts(manifest_dir: Path, parts: list[str]):
@@ -76,8 +76,6 @@ class CodesDataset(torch.utils.data.Dataset):
 
 def make_sampler(cuts, cfg: DataConfig, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
     from lhotse.dataset import DynamicBucketingSampler
-    if cfg.num_buckets < 2:
-        raise ConfigError(f"data.num_buckets={cfg.num_buckets}: lhotse's bucketing needs at least 2")
     return DynamicBucketingSampler(cuts, max_duration=cfg.max_batch_s, num_buckets=cfg.num_buckets,
                                    shuffle=shuffle, drop_last=False, seed=seed, rank=rank,
                                    world_size=world_size)

@@ -52,13 +52,15 @@ def stage_corpus(cfg_data) -> Path:
     return corpus_dir
 
 
-def _unreadable_audio(folder: Path) -> list[Path]:
-    bad = []
+def _unreadable_audio(folder: Path) -> dict[Path, str]:
+    """{file: why} for the audio files that soundfile cannot open or that hold no samples."""
+    bad = {}
     for path in sorted(p for ext in ("*.wav", "*.flac") for p in folder.rglob(ext)):
         try:
-            sf.info(path)
-        except (sf.LibsndfileError, RuntimeError, OSError):
-            bad.append(path)
+            if sf.info(path).frames == 0:
+                bad[path] = "no samples, only a header"
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            bad[path] = str(err)
     return bad
 
 
@@ -87,13 +89,14 @@ def stage_manifests(cfg_data, corpus_dir: Path, out_dir: Path) -> None:
             prepare_librispeech(root, dataset_parts=parts, output_dir=out_dir, num_jobs=cfg_data.num_jobs)
     try:
         recipe(corpus_dir)
-    except Exception as err:  # lhotse stops at the first audio file it cannot read: find them all
-        bad = [p for part in parts for p in _unreadable_audio(corpus_dir / part)]
+    except Exception:  # lhotse stops at the first audio file it cannot read or that is empty: find them all
+        bad = {p: why for part in parts for p, why in _unreadable_audio(corpus_dir / part).items()}
         if not bad:
             raise
-        print(f"skipping {len(bad)} unreadable audio file(s) ({type(err).__name__}): "
-              + ", ".join(str(p) for p in bad))
-        (out_dir / "skipped_unreadable.txt").write_text("".join(f"{p}\n" for p in bad))
+        listing = out_dir / "skipped_unreadable.txt"
+        listing.write_text("".join(f"{p}\t{why}\n" for p, why in bad.items()))
+        print(f"skipping {len(bad)} unreadable audio file(s) (listed in {listing}): "
+              + ", ".join(f"{p} ({why})" for p, why in bad.items()))
         recipe(_view_without(corpus_dir, parts, set(bad), out_dir / "corpus_view"))
 
 

@@ -242,6 +242,7 @@ def main(argv=None):
         (run_dir / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
         mark_finished(run_dir)
     tb.close()
+    del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
     return run_dir
 

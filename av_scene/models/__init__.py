@@ -12,7 +12,7 @@ from av_scene.models.gated_fusion import GatedAttentionFusion
 from av_scene.models.intermediate_fusion import IntermediateFusion
 from av_scene.models.late_fusion import LATE_RULES, LateFusion
 from av_scene.models.unimodal import UnimodalClassifier
-from common.config import ConfigError
+from common.config import ConfigError, bounded
 
 MODEL_NAMES = ("audio", "video", "early", "intermediate", "late", "gated")
 MODEL_LABELS = {"audio": "audio-only MLP", "video": "video-only MLP", "early": "early fusion",
@@ -23,12 +23,12 @@ MODEL_LABELS = {"audio": "audio-only MLP", "video": "video-only MLP", "early": "
 @dataclasses.dataclass
 class ModelConfig:
     name: str = "intermediate"  # audio | video | early | intermediate (course baseline) | late | gated
-    hidden: int = 512           # first MLP layer (gated: the frame encoding size)
-    embed: int = 128            # per-modality embedding of the baseline MLP
-    dropout: float = 0.2
+    hidden: int = bounded(512, ge=1)  # first MLP layer (gated: the frame encoding size)
+    embed: int = bounded(128, ge=1)  # per-modality embedding of the baseline MLP
+    dropout: float = bounded(0.2, ge=0, lt=1)
     pooling: str = "mean"       # mean | attention, over time (audio, video, early, late)
     late_rule: str = "average"  # late fusion's headline rule: average | weighted | stacking
-    aux_weight: float = 0.3     # gated: weight of the unimodal auxiliary losses
+    aux_weight: float = bounded(0.3, ge=0)  # gated: weight of the unimodal auxiliary losses
 
 
 def build_model(cfg: ModelConfig, num_classes: int, audio_dim: int, video_dim: int) -> nn.Module:

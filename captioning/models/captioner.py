@@ -10,19 +10,20 @@ import torch.nn as nn
 from captioning.models.attention_lstm import AttentionLSTMDecoder
 from captioning.models.encoder import EncoderConfig, ImageEncoder
 from captioning.models.transformer import TransformerDecoder
+from common.config import bounded
 
 
 @dataclasses.dataclass
 class DecoderConfig:
     kind: Literal["attention_lstm", "transformer"] = "attention_lstm"
-    embed_dim: int = 512       # word embedding (the transformer's d_model)
-    hidden_dim: int = 512      # LSTM state
-    attention_dim: int = 512   # LSTM soft attention
-    dropout: float = 0.5
-    layers: int = 3            # transformer only
-    heads: int = 8             # transformer only
-    ff_dim: int = 2048         # transformer only
-    max_len: int = 64          # transformer only: longest caption it can read (learned positions)
+    embed_dim: int = bounded(512, ge=1)      # word embedding (the transformer's d_model)
+    hidden_dim: int = bounded(512, ge=1)     # LSTM state
+    attention_dim: int = bounded(512, ge=1)  # LSTM soft attention
+    dropout: float = bounded(0.5, ge=0, lt=1)
+    layers: int = bounded(3, ge=1)           # transformer only
+    heads: int = bounded(8, ge=1)            # transformer only
+    ff_dim: int = bounded(2048, ge=1)        # transformer only
+    max_len: int = bounded(64, ge=1)         # transformer only: longest caption it can read (learned positions)
 
 
 class CaptionModel(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from common.config import ConfigError
+from common.config import ConfigError, bounded
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19",
              "convnext_tiny", "efficientnet_b0")
@@ -28,11 +28,11 @@ class EncoderConfig:
                   "convnext_tiny", "efficientnet_b0", "small_cnn"] = "resnet101"
     pretrained: bool = True        # ImageNet weights from the torch hub cache (never downloaded here)
     finetune: Literal["none", "last", "all"] = "none"   # train no / the last stage / every layer
-    grid_size: int = 14            # feature map adaptive-pooled to grid_size x grid_size
-    lr: float = 1e-4               # learning rate of the fine-tuned encoder layers
+    grid_size: int = bounded(14, ge=1)  # feature map adaptive-pooled to grid_size x grid_size
+    lr: float = bounded(1e-4, gt=0)  # learning rate of the fine-tuned encoder layers
     cache_features: bool = True    # frozen encoder: compute features once into an HDF5 file
     cache_dir: str = "runs/captioning/feature_cache"
-    channels: int = 64             # small_cnn only: width of its last layer
+    channels: int = bounded(64, ge=1)  # small_cnn only: width of its last layer
 
 
 def weights_file(name: str) -> tuple[Path, object]:

@@ -79,6 +79,10 @@ class TransformerDecoder(nn.Module):
         if teacher_forcing_prob < 1.0:
             with torch.no_grad():
                 first_logits, _ = self.decode(inputs, memory)
+            # Autocast keeps its half-precision copies of the weights until the autocast region
+            # ends; those made under no_grad have no graph, so the pass below would reuse them and
+            # the weights would get no gradient at all (pytorch/pytorch#112583).
+            torch.clear_autocast_cache()
             # Position t+1 reads the prediction made at position t; position 0 keeps <start>.
             mixed = mix_in_predictions(inputs[:, 1:], first_logits[:, :-1], teacher_forcing_prob, draw)
             inputs = torch.cat([inputs[:, :1], mixed], dim=1)

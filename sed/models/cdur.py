@@ -24,7 +24,9 @@ class DoubleConvBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        return self.dropout(self.pool(self.body(x)))
+        # In fp16, x**4 overflows above |x| = 16 and the backward of its 4th root overflows for small
+        # windows (NaN gradients): pool in fp32, as CUDA autocast already does for pow, CPU's does not.
+        return self.dropout(self.pool(self.body(x).float()))
 
 
 def CDur(n_mels: int, n_classes: int, **kwargs) -> CRNN:

@@ -107,3 +107,39 @@ def test_missing_embedding_is_reported(small_root, h5_files):
                      video_h5=h5_files["video_h5"], num_frames=8)
     with pytest.raises(ConfigError, match="test clips have no audio embedding"):
         load_splits(cfg)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda data: data[:len(data) // 2], "truncated file"),                     # an interrupted copy
+    (lambda data: b"<html>502 Bad Gateway</html>", "file signature not found"),  # a failed download
+    (lambda data: data[:800] + b"\xff" * 2200 + data[3000:], "Object visitation failed"),  # overwritten
+], ids=["truncated", "not-hdf5", "overwritten"])
+def test_damaged_hdf5_is_one_line_naming_the_file_and_the_fix(small_root, h5_files, tmp_path, damage, reason):
+    import shutil
+    root = shutil.copytree(small_root, tmp_path / "data")
+    path = root / "video_features_data" / "test.hdf5"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ConfigError) as info:
+        load_splits(DataConfig(root=str(root), num_frames=8, valid_fraction=0.25, **h5_files))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: not a readable HDF5 file (") and reason in message
+    assert "download it again" in message and "python -m av_scene.extract_features" in message
+
+
+def test_damaged_clip_in_hdf5_names_the_file_and_the_clip(tmp_path):
+    stem = "park-lyon-1001-40000-a"
+    path = tmp_path / "audio.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(stem, data=np.random.default_rng(0).random((50, 8)), chunks=(50, 8), compression="gzip")
+        offset = f[stem].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 64] = b"\xff" * 64  # the compressed frames of the clip
+    path.write_bytes(bytes(data))
+    store = EmbeddingStore([path], "audio")
+    with pytest.raises(ConfigError) as info:
+        store.load(stem)
+    store.close()
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot read clip {stem} (") and "\n" not in message
+    assert "the file is damaged: copy or download it again" in message

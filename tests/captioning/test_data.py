@@ -75,6 +75,41 @@ def test_missing_image_is_an_error_or_a_counted_skip(shapes_dir, tmp_path, capsy
     assert "skipping 1 missing dev images" in capsys.readouterr().out
 
 
+def test_invalid_utf8_in_captions_names_file_line_and_fix(tmp_path):
+    path = tmp_path / "captions.txt"
+    path.write_bytes("a.jpg#0\ta dog runs\na.jpg#1\ta dog in a caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        parse_captions_file(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{path}:2: not valid UTF-8 (byte 0xe9 at column 23)" in message
+    assert "iconv -f latin1 -t utf-8" in message
+
+
+def test_unreadable_image_is_an_error_or_a_counted_listed_skip(shapes_dir, tmp_path, capsys):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(shapes_dir, copy)
+    truncated, garbage = read_image_list(copy / "Flickr_8k.trainImages.txt")[3:5]
+    image = copy / "Flicker8k_Dataset" / truncated
+    data = image.read_bytes()
+    image.write_bytes(data[:len(data) // 2])   # an interrupted copy
+    (copy / "Flicker8k_Dataset" / garbage).write_bytes(b"<html>404 not found</html>")
+    with pytest.raises(ConfigError) as info:
+        load_corpus(DataConfig(root=str(copy)))
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"2 of 12 train images cannot be decoded, e.g. {copy / 'Flicker8k_Dataset' / truncated} " \
+           f"(OSError: image file is truncated" in message
+    assert "data.skip_missing_images=true" in message
+    corpus = load_corpus(DataConfig(root=str(copy), skip_missing_images=True))
+    assert corpus.splits["train"] == [n for n in read_image_list(copy / "Flickr_8k.trainImages.txt")
+                                      if n not in (truncated, garbage)]
+    printed = capsys.readouterr().out
+    assert f"skipping 2 unreadable train images: {truncated} (OSError: image file is truncated" in printed
+    assert f"{garbage} (UnidentifiedImageError: cannot identify image file" in printed
+
+
 def test_missing_data_folder_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="data folder not found"):
         load_corpus(DataConfig(root=str(tmp_path / "nope")))

@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from common.config import ConfigError, RunConfig, load_config, parse_args, save_config
+from common.config import ConfigError, RunConfig, bounded, load_config, parse_args, save_config
 
 
 @dataclasses.dataclass
@@ -24,6 +24,22 @@ class Schema:
     model: Model = dataclasses.field(default_factory=Model)
     lr: float = 1.0
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+
+@dataclasses.dataclass
+class Train:
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    dropout: float = bounded(0.1, ge=0, lt=1)
+    clip: float = bounded(0.0, ge=0)  # 0: off
+    top_p: float = bounded(1.0, gt=0, le=1)
+    betas: list[float] = bounded([0.9, 0.999], ge=0, lt=1)
+    limit: int | None = bounded(None, ge=1)
+
+
+@dataclasses.dataclass
+class RangedSchema:
+    train: Train = dataclasses.field(default_factory=Train)
 
 
 def write(tmp_path, text):
@@ -60,6 +76,33 @@ def test_override_errors_are_one_clear_line(override, message):
         load_config(Schema, None, override)
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size=0 must be >= 1"),
+    ("train.lr=0", "train.lr=0 must be > 0"),
+    ("train.lr=-1e-3", "train.lr=-1e-3 must be > 0"),
+    ("train.lr=nan", "train.lr=nan must be > 0"),
+    ("train.dropout=1", "train.dropout=1 must be in [0, 1)"),
+    ("train.dropout=-0.1", "train.dropout=-0.1 must be in [0, 1)"),
+    ("train.top_p=0", "train.top_p=0 must be in (0, 1]"),
+    ("train.betas=[0.9,1.0]", "train.betas[1]=1.0 must be in [0, 1)"),
+    ("train.limit=0", "train.limit=0 must be >= 1"),
+    ("run.seed=-1", "run.seed=-1 must be in [0, 4294967296)"),
+])
+def test_value_out_of_range_is_one_line_naming_key_value_and_range(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(Schema if override.startswith("run.") else RangedSchema, None, [override])
+    assert str(err.value) == message
+
+
+def test_range_bounds_are_allowed_and_checked_in_files_too(tmp_path):
+    cfg = load_config(RangedSchema, None, ["train.batch_size=1", "train.dropout=0", "train.clip=0",
+                                           "train.top_p=1", "train.betas=[0,0.5]", "train.limit=null"])
+    assert (cfg.train.batch_size, cfg.train.dropout, cfg.train.clip, cfg.train.top_p) == (1, 0.0, 0.0, 1.0)
+    assert cfg.train.betas == [0.0, 0.5] and cfg.train.limit is None
+    with pytest.raises(ConfigError, match=r"^train.batch_size=0 must be >= 1$"):
+        load_config(RangedSchema, write(tmp_path, "train:\n  batch_size: 0\n"))
 
 
 def test_file_errors(tmp_path):

@@ -90,3 +90,14 @@ def test_vocab_encode_decode():
     v = Vocab(["a", "b"])
     assert v.encode(["b", "zz", "<eos>"]) == [3, 1, 0]
     assert v.decode([2, 0]) == ["a", "<eos>"]
+
+
+def test_invalid_utf8_is_one_line_naming_file_line_and_fix(tmp_path):
+    write(tmp_path)
+    (tmp_path / "valid.txt").write_bytes("the cow sat\nthe caf\xe9 sat\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_corpus(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{tmp_path / 'valid.txt'}:2: not valid UTF-8 (byte 0xe9 at column 8)" in message
+    assert "iconv -f latin1 -t utf-8" in message

@@ -77,3 +77,70 @@ def test_prepare_skips_lists_and_counts_bad_audio_and_is_idempotent(tiny_root, t
     features, lengths = load_features(out / "train.h5", good, n_frames=600)
     assert features.shape == (4, 600, 64) and np.all(lengths == 1 + 160000 // 320)
     assert np.all(features[:, lengths[0]:] == features[:, lengths[0]:lengths[0] + 1])  # padded with a constant
+
+
+KILLED_EXTRACTION = """
+import os, signal, sys
+from pathlib import Path
+import h5py
+from common.config import load_config
+from sed import prepare
+from sed.config import Config
+
+audio_dir, out_dir, clips, method, kill_at = sys.argv[1:6]
+audio_dir, out_dir, clips, kill_at = Path(audio_dir), Path(out_dir), int(clips), int(kill_at)
+prepare.SHARD_CLIPS = 4
+write, calls = getattr(h5py.Group, method), []
+
+def write_then_die(*args, **kwargs):  # SIGKILL in the middle of writing an HDF5 file
+    result = write(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+setattr(h5py.Group, method, write_then_die)
+feat = load_config(Config, None, sys.argv[6:]).features
+prepare.extract_split("train", audio_dir, sorted(p.name for p in audio_dir.iterdir())[:clips], out_dir, feat, workers=1)
+"""
+
+
+@pytest.mark.parametrize("method, kill_at, kept", [
+    ("create_dataset", 6, 4),   # while writing the second part of 4 clips: the first is kept
+    ("copy", 2, 10),            # while merging the finished parts into train.h5
+])
+def test_feature_cache_survives_kill_9_during_extraction(tiny_root, tmp_path, method, kill_at, kept):
+    import subprocess
+    import sys
+
+    from common.config import REPO_ROOT
+    audio_dir = tiny_root / "audio" / "train" / "weak"
+    names = sorted(p.name for p in audio_dir.iterdir())[:10]
+    overrides = ["features.sample_rate=16000", "features.n_fft=1024", "features.hop_ms=80"]
+    feat = load_config(Config, None, overrides).features
+    out = tmp_path / "killed"
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXTRACTION, str(audio_dir), str(out), str(len(names)),
+                             method, str(kill_at), *overrides], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert list(out.glob(".*.tmp")) and not (out / "train.h5").exists()  # killed while writing a file
+    available, extracted = extract_split("train", audio_dir, names, out, feat, workers=1)
+    assert available == names and extracted == len(names) - kept
+    assert not list(out.glob("*.tmp")) and not list(out.glob("*part*"))  # cleaned up
+    extract_split("train", audio_dir, names, tmp_path / "clean", feat, workers=1)
+    resumed = load_features(out / "train.h5", names, n_frames=130)
+    clean = load_features(tmp_path / "clean" / "train.h5", names, n_frames=130)
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, clean))
+
+
+def test_feature_cache_damaged_by_an_older_version_is_extracted_again(tiny_root, tmp_path, capsys):
+    audio_dir = tiny_root / "audio" / "train" / "weak"
+    names = sorted(p.name for p in audio_dir.iterdir())[:3]
+    feat = load_config(Config, None, ["features.sample_rate=16000", "features.n_fft=1024",
+                                      "features.hop_ms=80"]).features
+    out = tmp_path / "features"
+    extract_split("train", audio_dir, names, out, feat, workers=1)
+    data = (out / "train.h5").read_bytes()
+    (out / "train.h5").write_bytes(data[:len(data) // 2])  # what a kill -9 of the in-place writer left
+    available, extracted = extract_split("train", audio_dir, names, out, feat, workers=1)
+    assert available == names and extracted == 3
+    assert f"{out / 'train.h5'} is damaged" in capsys.readouterr().out

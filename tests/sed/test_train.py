@@ -90,6 +90,8 @@ def test_evaluate_writes_predictions_report_figures_and_summary(straight_run):
     ("train.lr=fast", "train.lr: expected a number"),
     ("model.poolin=max", "did you mean model.pooling?"),
     ("model.freq_pool=[4,4,4]", "model.conv_channels, model.freq_pool and model.time_pool need the same length"),
+    ("data.valid_fraction=0.01", "data.valid_fraction=0.01 leaves 24 train and 0 valid clips of the 24 weak clips"),
+    ("data.valid_fraction=0.99", "data.valid_fraction=0.99 leaves 0 train and 24 valid clips of the 24 weak clips"),
 ])
 def test_user_mistakes_are_one_error_line(tiny_root, tiny_args, tmp_path, capsys, override, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -86,7 +86,7 @@ def test_resume_after_preemption_mid_epoch_is_exact(mnist_folder, tmp_path, monk
 @pytest.mark.parametrize("args,message", [
     (["train.epoch=3"], "unknown config key train.epoch; did you mean train.epochs?"),
     (["model.arch=transformer"], "model.arch: expected one of ['mlp', 'conv'], got 'transformer'"),
-    (["train.batch_size=0"], "train.batch_size=0 must be at least 1"),
+    (["train.batch_size=0"], "train.batch_size=0 must be >= 1"),
     (["data.root=/nonexistent/mnist"], "MNIST file train-images-idx3-ubyte[.gz] not found in /nonexistent/mnist"),
 ])
 def test_user_mistakes_are_one_line(args, message, tmp_path, capsys):

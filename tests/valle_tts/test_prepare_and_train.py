@@ -43,6 +43,26 @@ def test_manifests_skip_unreadable_audio_and_empty_transcripts(tmp_path, capsys,
     assert all(c.recording.sources[0].source.startswith(str(corpus)) for c in cuts)  # not the view
 
 
+def test_header_only_wav_is_skipped_and_named(tmp_path, capsys, make_config):
+    import numpy as np
+    import soundfile as sf
+    corpus = write_corpus(tmp_path / "corpus", parts={"dev-clean": (2, 2, 100)})
+    empty = corpus / "dev-clean" / "101" / "1101" / "101_1101_000001_000000.wav"
+    sf.write(empty, np.zeros(0, dtype="float32"), 24000)  # a valid RIFF header, zero samples
+    cfg = load_config(Config, make_config(tmp_path / "c.yaml", tmp_path),
+                      ["data.train_parts=[dev-clean]", "data.valid_parts=[]", "data.test_parts=[]"])
+    from valle_tts import prepare
+    out = tmp_path / "manifests"
+    out.mkdir()
+    prepare.stage_manifests(cfg.data, corpus, out)
+    prepare.stage_cuts(cfg.data, out)
+    printed = capsys.readouterr().out
+    assert f"skipping 1 unreadable audio file(s) (listed in {out / 'skipped_unreadable.txt'}): {empty} " \
+           f"(no samples, only a header)" in printed
+    assert (out / "skipped_unreadable.txt").read_text() == f"{empty}\tno samples, only a header\n"
+    assert "kept 3 of 3 cuts" in printed
+
+
 def test_prepared_codes_and_tokens(prepared):
     root, config = prepared
     manifests = root / "manifests"

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch.nn as nn
 
-from common.config import ConfigError
+from common.config import ConfigError, bounded
 from vae.models.conv import ConvDecoder, ConvEncoder
 from vae.models.mlp import MLPDecoder, MLPEncoder
 from vae.models.vae import VAE
@@ -17,21 +17,17 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
 @dataclasses.dataclass
 class ModelConfig:
     arch: Literal["mlp", "conv"] = "mlp"
-    latent_dim: int = 2
+    latent_dim: int = bounded(2, ge=1)
     activation: Literal["relu", "elu", "gelu", "silu"] = "relu"
-    hidden: list[int] = dataclasses.field(default_factory=lambda: [512, 256])   # mlp: encoder layer sizes
-    channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64])   # conv: one stride-2 stage each
-    convs_per_stage: int = 0   # conv: extra 3x3 convolutions per stage
-    fc_hidden: int = 256       # conv: fully connected layer between feature map and latent
+    hidden: list[int] = bounded([512, 256], ge=1)  # mlp: encoder layer sizes
+    channels: list[int] = bounded([32, 64], ge=1)  # conv: one stride-2 stage each
+    convs_per_stage: int = bounded(0, ge=0)        # conv: extra 3x3 convolutions per stage
+    fc_hidden: int = bounded(256, ge=1)            # conv: fully connected layer between feature map and latent
 
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
-    if cfg.latent_dim < 1:
-        raise ConfigError(f"model.latent_dim={cfg.latent_dim} must be at least 1")
     activation = ACTIVATIONS[cfg.activation]
     if cfg.arch == "mlp":
-        if any(size < 1 for size in cfg.hidden):
-            raise ConfigError(f"model.hidden={cfg.hidden}: every layer size must be positive")
         encoder = MLPEncoder(image_shape, cfg.hidden, cfg.latent_dim, activation)
         decoder = MLPDecoder(image_shape, cfg.hidden, cfg.latent_dim, activation)
     else:

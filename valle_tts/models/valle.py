@@ -20,14 +20,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.config import bounded
+
 
 @dataclasses.dataclass
 class ModelConfig:
-    d_model: int = 256
-    num_layers: int = 6
-    num_heads: int = 4
-    ff_mult: int = 4
-    dropout: float = 0.1
+    d_model: int = bounded(256, ge=1)
+    num_layers: int = bounded(6, ge=1)
+    num_heads: int = bounded(4, ge=1)
+    ff_mult: int = bounded(4, ge=1)
+    dropout: float = bounded(0.1, ge=0, lt=1)
     text_causal: bool = False       # AR: text tokens attend causally instead of bidirectionally
     nar_stage: str = "adaln"        # adaln (paper) | add (stage embedding added to the input)
     codebook_size: int = 1024       # set from the codec
