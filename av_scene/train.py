@@ -97,7 +97,7 @@ def main(argv=None):
     set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    seed_everything(cfg.run.seed + dist_info.rank, cfg.run.deterministic)  # each rank its own noise
     run_dir = prepare_run_dir("av_scene", cfg, device, resume=args.resume is not None,
                               is_main=dist_info.is_main)
     if is_finished(run_dir):

@@ -99,10 +99,23 @@ def training_state(model, optimizer, scheduler=None, scaler=None, **counters) ->
     """Everything needed to continue bit for bit: weights, optimizer, scheduler, grad scaler,
     RNG states, and the caller's counters (epoch, step, step_in_epoch, best_metric, ...)."""
     from common.seeding import rng_state
+    rng = rng_state()
     return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng_state(), **counters}
+            "rng": rng, "rng_per_rank": _gather_from_ranks(rng), **counters}
+
+
+def _gather_from_ranks(obj) -> list | None:
+    """Every rank's `obj` (a collective: all ranks call it), None when not distributed. Under DDP
+    each rank draws its own noise (dropout, augmentation, sampling), so each needs its own RNG state
+    back on resume: rank 0's alone would make the other ranks continue differently."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def restore_training_state(state: dict, model, optimizer, scheduler=None, scaler=None) -> dict:
@@ -115,9 +128,22 @@ def restore_training_state(state: dict, model, optimizer, scheduler=None, scaler
         scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    skip = {"model", "optimizer", "scheduler", "scaler", "rng"}
+    set_rng_state(_this_ranks_rng(state))
+    skip = {"model", "optimizer", "scheduler", "scaler", "rng", "rng_per_rank"}
     return {k: v for k, v in state.items() if k not in skip}
+
+
+def _this_ranks_rng(state: dict) -> dict:
+    import torch.distributed as dist
+    per_rank = state.get("rng_per_rank")
+    if not (dist.is_available() and dist.is_initialized()):
+        return state["rng"]
+    if per_rank is None or len(per_rank) != dist.get_world_size():
+        if dist.get_rank() == 0:
+            print(f"warning: the checkpoint was written by {len(per_rank or [0])} process(es), this run has "
+                  f"{dist.get_world_size()}: every rank continues from rank 0's random state", file=sys.stderr)
+        return state["rng"]
+    return per_rank[dist.get_rank()]
 
 
 def load_for_resume(checkpointer: Checkpointer, resume: str | None, map_location="cpu") -> dict | None:

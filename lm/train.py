@@ -56,7 +56,7 @@ def main(argv=None):
     set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    seed_everything(cfg.run.seed + dist_info.rank, cfg.run.deterministic)  # each rank its own noise
 
     # Data: each rank trains on its own rows of the batchified training stream.
     corpus, _ = corpus_from_config(cfg.data)

@@ -80,7 +80,7 @@ def main(argv=None):
     preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    seed_everything(cfg.run.seed + dist_info.rank, cfg.run.deterministic)  # each rank its own noise
     run_dir = prepare_run_dir("sed", cfg, device, resume=args.resume is not None, is_main=dist_info.is_main)
     if is_finished(run_dir):
         print(f"{run_dir} already finished (evaluate it with: python -m sed.evaluate {run_dir})")

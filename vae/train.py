@@ -48,7 +48,7 @@ def main(argv=None):
     set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    seed_everything(cfg.run.seed + dist_info.rank, cfg.run.deterministic)  # each rank its own noise
 
     # --- data: every split as one tensor on the device; the order comes from the sampler ---
     splits = {name: split.to(device) for name, split in load_splits(cfg.data).items()}
