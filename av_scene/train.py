@@ -140,7 +140,7 @@ def main(argv=None):
         epoch, step, step_in_epoch, best, stale_epochs, train_seconds, best_valid = (counters[k] for k in (
             "epoch", "step", "step_in_epoch", "best", "stale_epochs", "train_seconds", "best_valid"))
         monitor.load_state_dict(counters["monitor"])  # this epoch's running train loss
-    started = time.time()
+    started, clips_this_launch = time.time(), 0  # the throughput is of this launch (a resume restarts it)
 
     def save(is_best=False):
         monitor.sync()  # never checkpoint diverged weights
@@ -170,6 +170,7 @@ def main(argv=None):
             step += 1
             step_in_epoch += 1
             monitor.add(step, loss=loss)
+            clips_this_launch += len(audio) * dist_info.world_size
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 save()
             if any_rank_requested(preemption):
@@ -204,6 +205,7 @@ def main(argv=None):
                       {"valid_accuracy": best_valid.get("accuracy", float("nan")),
                        "valid_log_loss": best_valid.get("log_loss", float("nan"))},
                       params=num_params, train_seconds=round(total_seconds, 1),
+                      train_clips_per_s=round(clips_this_launch / max(time.time() - started, 1e-9), 1),
                       best_epoch=best_valid.get("epoch"), epochs_run=epoch)
         print(f"best epoch {best_valid.get('epoch')}: valid accuracy {best_valid.get('accuracy', 0):.4f}, "
               f"log loss {best_valid.get('log_loss', 0):.4f}; next: python -m av_scene.evaluate {run_dir}")

@@ -179,6 +179,7 @@ def main(argv=None):
 
     Q = cfg.model.num_codebooks
     done = lambda: cfg.train.max_steps and step >= cfg.train.max_steps
+    frames_this_launch, launch_seconds = 0, 0.0  # throughput of this launch (a resume restarts it)
     model.train()
     while epoch < cfg.train.epochs and not done():
         start = time.time()
@@ -198,6 +199,7 @@ def main(argv=None):
             loss = sum(r[0] for r in results.values())
             scaler.scale(loss / cfg.train.grad_accum).backward()
             batches_in_epoch += 1
+            frames_this_launch += int(batch["audio_lens"].sum()) * dist_info.world_size
             monitor.add(step, loss=loss, **{f"{name}_{kind}": value for name, (part_loss, acc, _) in results.items()
                                             for kind, value in (("loss", part_loss), ("top10", acc))})
             if batches_in_epoch % cfg.train.grad_accum:
@@ -220,6 +222,7 @@ def main(argv=None):
             if preempted or done():
                 break
         train_seconds += time.time() - start
+        launch_seconds += time.time() - start
         if preempted:
             preemption.exit(save())
         if not done():
@@ -239,6 +242,7 @@ def main(argv=None):
     if dist_info.is_main:
         log = json.loads((run_dir / "train_log.json").read_text())
         log["train_seconds"] = train_seconds
+        log["train_frames_per_s"] = round(frames_this_launch / max(launch_seconds, 1e-9), 1)
         (run_dir / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
         mark_finished(run_dir)
     tb.close()
