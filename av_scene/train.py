@@ -176,11 +176,12 @@ def main(argv=None):
             if any_rank_requested(preemption):
                 preemption.exit(save())
         epoch, step_in_epoch = epoch + 1, 0
-        train_loss = monitor.epoch_means()["loss"]  # stops here on divergence, before validating NaN weights
+        train_loss = monitor.epoch_means(step)["loss"]  # stops here on divergence, before validating NaN weights
 
         # Validation on every rank (the split is small): the same numbers everywhere keep the
         # early-stopping decision in step under DDP.
         outputs = predict(model, valid_loader, device, dtype)
+        monitor.check_finite(step, "validation logits", float(outputs["logits"].sum()))
         valid = headline_metrics(outputs["labels"], softmax(outputs["logits"]))
         if cfg.train.lr_patience:
             scheduler.step(valid["log_loss"])
@@ -211,6 +212,7 @@ def main(argv=None):
               f"log loss {best_valid.get('log_loss', 0):.4f}; next: python -m av_scene.evaluate {run_dir}")
         mark_finished(run_dir)
     tensorboard.close()
+    preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 

@@ -187,7 +187,7 @@ def main(argv=None):
             images_seen += len(caps)
             monitor.add(step, cross_entropy=cross_entropy, loss=loss, doubly_stochastic=attention_term)
             if step % cfg.train.log_every_steps == 0:
-                means = monitor.interval_means()
+                means = monitor.interval_means(step)
                 tb.log(step, {"loss/train_cross_entropy": means["cross_entropy"], "loss/train_total": means["loss"],
                               "loss/doubly_stochastic": means["doubly_stochastic"],
                               "sampling/teacher_forcing_prob": p_teacher,
@@ -202,7 +202,7 @@ def main(argv=None):
         train_seconds += time.time() - started
         epoch_seconds = time.time() - started
         epoch, step_in_epoch = epoch + 1, 0
-        train_loss = monitor.epoch_means()["cross_entropy"]  # stops here on divergence
+        train_loss = monitor.epoch_means(step)["cross_entropy"]  # stops here on divergence
         scheduler.step()
         is_best = False
         if dist_info.is_main:  # validation and decoding on rank 0 only; the others wait in save()
@@ -232,6 +232,7 @@ def main(argv=None):
         mark_finished(run_dir)
         print(f"done: best dev {cfg.train.select_metric} {best:.4f}; evaluate with "
               f"python -m captioning.evaluate {run_dir}")
+    preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 

@@ -6,6 +6,7 @@ step_in_epoch (position in the epoch's data order), best_metric and rng (common.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -34,8 +35,12 @@ def atomic_save(obj, path: str | Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            from common.config import ConfigError
+            raise ConfigError(f"no space left on device while writing {path}; the previous checkpoint is "
+                              f"intact: free some space, then rerun with --resume") from None
         raise
 
 
@@ -51,6 +56,9 @@ class Checkpointer:
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = max(1, keep_last)
         self.is_main = is_main
+        if is_main and self.dir.is_dir():  # left by a process killed mid-write
+            for stale in self.dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def step_checkpoints(self) -> list[Path]:
         """Step checkpoints, oldest first."""
@@ -85,7 +93,15 @@ class Checkpointer:
                 print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
                       f"trying the previous one", file=sys.stderr)
         if candidates:
-            raise RuntimeError(f"no readable checkpoint in {self.dir}: all {len(candidates)} are corrupt")
+            from common.config import ConfigError
+            try:
+                best = load_checkpoint(self.best_path, "cpu")
+            except Exception:
+                raise ConfigError(f"all {len(candidates)} step checkpoints in {self.dir} and best.pt are "
+                                  f"unreadable: nothing can be resumed; start a new run (run.name=...)") from None
+            raise ConfigError(f"all {len(candidates)} step checkpoints in {self.dir} are unreadable, but best.pt "
+                              f"(step {best.get('step')}, epoch {best.get('epoch')}) is fine: evaluate it, or "
+                              f"continue from it with --resume {self.best_path} (the steps after it are lost)")
         return None
 
 
@@ -122,7 +138,16 @@ def restore_training_state(state: dict, model, optimizer, scheduler=None, scaler
     """Load a `training_state` dict in place; returns the counters. Call it after building the
     model and data, right before the loop, so the restored RNG state is the one the loop sees."""
     from common.seeding import set_rng_state
-    _unwrap(model).load_state_dict(state["model"])
+    try:
+        _unwrap(model).load_state_dict(state["model"])
+    except RuntimeError as err:  # size mismatch, missing or unexpected keys: another architecture
+        from common.config import ConfigError
+        from common.run import RESUME_CHANGES
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        changed = "; ".join(RESUME_CHANGES) or "none found in config.yaml"
+        raise ConfigError(f"--resume: the checkpoint holds another architecture ({detail}); settings changed "
+                          f"since the run started: {changed}. Resume with the run's own settings, or start a "
+                          f"new run (run.name=...)") from None
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
@@ -169,18 +194,26 @@ def load_for_resume(checkpointer: Checkpointer, resume: str | None, map_location
 
 def find_checkpoint(path: str | Path, project: str) -> tuple[Path, Path]:
     """(run folder, checkpoint file) for evaluation: from a checkpoint file, or from a run folder
-    (its best.pt, else its newest step checkpoint)."""
+    (its best.pt, else its newest step checkpoint). Says so when the run has not finished."""
     from common.config import ConfigError
+    from common.run import is_finished
     path = Path(path)
     if path.is_file():
-        return (path.parent.parent if path.parent.name == "checkpoints" else path.parent), path
-    if not path.is_dir():
+        run_dir, found = (path.parent.parent if path.parent.name == "checkpoints" else path.parent), path
+    elif not path.is_dir():
         raise ConfigError(f"{path} is neither a run folder nor a checkpoint file (give runs/{project}/<run name> "
                           f"or a .pt file)")
-    checkpointer = Checkpointer(path)
-    if checkpointer.best_path.is_file():
-        return path, checkpointer.best_path
-    steps = checkpointer.step_checkpoints()
-    if not steps:
-        raise ConfigError(f"no checkpoint in {checkpointer.dir}; train first with python -m {project}.train")
-    return path, steps[-1]
+    else:
+        run_dir, checkpointer = path, Checkpointer(path, is_main=False)
+        steps = checkpointer.step_checkpoints()
+        if checkpointer.best_path.is_file():
+            found = checkpointer.best_path
+        elif steps:
+            found = steps[-1]
+        else:
+            raise ConfigError(f"no checkpoint in {checkpointer.dir}; train first with python -m {project}.train")
+    if (run_dir / "config.yaml").is_file() and not is_finished(run_dir):
+        newest = Checkpointer(run_dir, is_main=False).step_checkpoints()
+        print(f"note: {run_dir} has not finished training (no FINISHED file; newest checkpoint "
+              f"{newest[-1].name if newest else 'none'}); evaluating {found.name} as it is")
+    return run_dir, found

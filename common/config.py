@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import errno
 import functools
 import operator
 import sys
@@ -274,5 +275,11 @@ def cli_main(main):
             return main(*a, **kw)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            print(f"error: no space left on device while writing {err.filename or 'a file'}; free some space, "
+                  f"then rerun (training runs continue with --resume)", file=sys.stderr)
             sys.exit(2)
     return wrapper

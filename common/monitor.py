@@ -11,7 +11,9 @@ when given) since the previous read was finite. A diverged run stops there with 
 the value, the last good checkpoint, a hint) and EXIT_DIVERGED, which the Slurm templates do not
 requeue. Since every checkpoint is written right after such a check, the last checkpoint always
 holds finite weights. Under fp16 loss scaling a non-finite gradient norm is the scaler's business
-(it skips that step and lowers the scale), not divergence.
+(it skips that step and lowers the scale), not divergence. A loss that stays finite but explodes
+(a mean above EXPLODED times its value at the first step, e.g. cross-entropy 3.7e7 after a learning rate of
+1e6) is divergence too.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch.distributed as dist
 
 # Neither 0 (finished) nor 75 (preempted: requeue); 2 is a config error. Documented in slurm/README.md.
 EXIT_DIVERGED = 3
+EXPLODED = 1e3  # times the first step's value of names[0] (at least 1): no training recovers from that
 
 
 class TrainMonitor:
@@ -39,6 +42,10 @@ class TrainMonitor:
         self.epoch = torch.zeros_like(self.interval)
         # first non-finite value seen since the last check: [count, step, value]
         self.bad = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64, device=device)
+        # names[0] at the very first step (the model as initialised), mean over ranks: the reference
+        # of the explosion check
+        self.first_step_value: torch.Tensor | None = None
+        self.first_mean: float | None = None
 
     def add(self, step: int, **values: torch.Tensor) -> None:
         """Accumulate one step's values (0-dim tensors on the device) without reading them."""
@@ -54,6 +61,8 @@ class TrainMonitor:
         row = torch.cat([torch.where(finite, row, torch.zeros_like(row)), row.new_ones(1)])
         self.interval += row
         self.epoch += row
+        if self.first_step_value is None:
+            self.first_step_value = row[0].clone()
 
     def sync(self) -> None:
         """Reduce over ranks, check for non-finite values (exit on divergence), and leave every rank
@@ -62,9 +71,12 @@ class TrainMonitor:
             world = dist.get_world_size()
             # on the CPU (gloo): it is read right after anyway, and a rank that waits here while rank 0
             # validates is bound by gloo's 30-minute timeout, not NCCL's 10 minutes
-            packed = torch.cat([self.interval, self.epoch, self.bad[:1]]).cpu()
+            first = self.first_step_value if self.first_step_value is not None else self.bad.new_zeros(())
+            packed = torch.cat([self.interval, self.epoch, first.reshape(1), self.bad[:1]]).cpu()
             dist.all_reduce(packed)
-            sums = (packed[:-1] / world).to(self.device)
+            sums = (packed[:-2] / world).to(self.device)
+            if self.first_step_value is not None:
+                self.first_step_value = (packed[-2] / world).to(self.device)
             self.interval, self.epoch = sums[:len(self.interval)], sums[len(self.interval):]
             if packed[-1] > 0:
                 # the first bad step over all ranks (rare path: a second collective is fine)
@@ -77,8 +89,10 @@ class TrainMonitor:
         count, step, value = self.bad.tolist()
         if count > 0:
             self._stop(int(count), int(step), value)
+        if self.first_mean is None and self.first_step_value is not None:
+            self.first_mean = self.first_step_value.item()
 
-    def _stop(self, count: int, step: int, value: float) -> None:
+    def _stop(self, count: int, step: int, value: float, what: str = "non-finite loss or gradient norm") -> None:
         last = None
         if self.checkpointer is not None:
             found = self.checkpointer.step_checkpoints()
@@ -88,36 +102,51 @@ class TrainMonitor:
             update_summary(self.run_dir, status="diverged",
                            diverged={"step": step, "value": str(value), "nonfinite_steps": count,
                                      "last_checkpoint": str(last) if last else None})
-        print(f"error: training diverged: non-finite loss or gradient norm ({value}) at step {step} "
+        print(f"error: training diverged: {what} ({value}) at step {step} "
               f"({count} such step{'s' if count > 1 else ''} since the last check); last good checkpoint: "
               f"{last or 'none'}. Lower train.lr, enable gradient clipping (train.grad_clip / train.clip) "
               f"or a warmup, then start a new run or --resume {last or ''}".rstrip(), file=sys.stderr, flush=True)
         sys.exit(EXIT_DIVERGED)
 
-    def _means(self, sums: torch.Tensor) -> dict[str, float]:
+    def check_finite(self, step: int, what: str, value: float) -> None:
+        """Validation of weights that the last update made non-finite (its training loss was still
+        finite). Every rank must call it with the same value."""
+        if not math.isfinite(value):
+            self._stop(1, step, value, f"non-finite {what} after the last update")
+
+    def _means(self, sums: torch.Tensor, step: int) -> dict[str, float]:
         values = sums.tolist()
         steps = max(values[-1], 1.0)
-        return {name: total / steps for name, total in zip(self.names, values)}
+        means = {name: total / steps for name, total in zip(self.names, values)}
+        current = means[self.names[0]]
+        if values[-1] > 0 and self.first_mean is not None and current > EXPLODED * max(abs(self.first_mean), 1.0):
+            self._stop(int(values[-1]), step, current, f"{self.names[0]} exploded to a mean of {current:.4g} "
+                       f"over the steps up to this one, from {self.first_mean:.4g} at the first step;")
+        return means
 
-    def interval_means(self) -> dict[str, float]:
+    def interval_means(self, step: int) -> dict[str, float]:
         """Means since the previous interval read, over all ranks; starts a new interval."""
         self.sync()
-        means = self._means(self.interval)
+        means = self._means(self.interval, step)
         self.interval.zero_()
         return means
 
-    def epoch_means(self) -> dict[str, float]:
+    def epoch_means(self, step: int) -> dict[str, float]:
         """Means over the epoch so far (a resumed epoch included), over all ranks; starts a new epoch."""
         self.sync()
-        means = self._means(self.epoch)
+        means = self._means(self.epoch, step)
         self.interval.zero_()
         self.epoch.zero_()
         return means
 
     def state_dict(self) -> dict:
         """Call after sync() (the sums are then the same on every rank)."""
-        return {"names": self.names, "interval": self.interval.cpu(), "epoch": self.epoch.cpu()}
+        return {"names": self.names, "interval": self.interval.cpu(), "epoch": self.epoch.cpu(),
+                "first_mean": self.first_mean}
 
     def load_state_dict(self, state: dict) -> None:
         self.interval = state["interval"].to(self.device)
         self.epoch = state["epoch"].to(self.device)
+        self.first_mean = state["first_mean"]
+        if self.first_mean is not None:
+            self.first_step_value = torch.tensor(self.first_mean, dtype=torch.float64, device=self.device)

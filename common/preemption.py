@@ -42,6 +42,12 @@ class PreemptionFlag:
                 self._handle(info.si_signo, None)
         return self._requested
 
+    def finish(self) -> None:
+        """Training is over: a signal from now on (a late Slurm warning, scancel) must neither kill the
+        process nor make a finished run look preempted. Ignoring them also discards pending ones."""
+        for sig in self.signals:
+            signal.signal(sig, signal.SIG_IGN)
+
     def exit(self, checkpoint_path=None) -> None:
         where = f"; checkpoint {checkpoint_path}" if checkpoint_path else ""
         print(f"preempted by {self.signal_name}{where}; exiting with code {EXIT_PREEMPTED} "

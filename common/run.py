@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
-from common.config import REPO_ROOT, ConfigError, resolve_path, save_config
+from common.config import REPO_ROOT, ConfigError, resolve_path, save_config, to_dict
 
 
 def run_dir_for(project: str, run_cfg) -> Path:
@@ -43,17 +44,51 @@ def environment_summary(device: torch.device) -> dict:
     return info
 
 
+def flat_settings(tree: dict, prefix: str = "") -> dict:
+    """{"model": {"hidden": 200}} -> {"model.hidden": 200}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_changed(saved: dict, given: dict) -> list[str]:
+    """["model.hidden: 200 -> 650", ...] for the keys whose values differ."""
+    saved, given = flat_settings(saved), flat_settings(given)
+    return [f"{key}: {saved.get(key)} -> {given.get(key)}" for key in sorted(saved.keys() | given.keys())
+            if saved.get(key) != given.get(key)]
+
+
+# Settings this process resumes with that differ from the run folder's config.yaml (for the error
+# that explains a checkpoint which no longer fits the model: see common.checkpoint).
+RESUME_CHANGES: list[str] = []
+
+
 def prepare_run_dir(project: str, cfg, device: torch.device, resume: bool, is_main: bool = True) -> Path:
     """Create (or reopen, when resuming) the run folder and record config, code version and
-    environment. A fresh run refuses to write over a folder that already holds checkpoints."""
+    environment. A fresh run refuses to write over a folder that already holds checkpoints; a
+    finished run's folder is left exactly as it is."""
     run_dir = run_dir_for(project, cfg.run)
     ckpt_dir = run_dir / "checkpoints"
     if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise ConfigError(f"run folder {run_dir} already has checkpoints; pass --resume to continue it "
                           f"or run.name=<new name> for a new run")
+    saved = run_dir / "config.yaml"
+    if resume and saved.is_file():
+        RESUME_CHANGES[:] = settings_changed(yaml.safe_load(saved.read_text()), to_dict(cfg))
+        if is_finished(run_dir):
+            if RESUME_CHANGES and is_main:
+                print(f"note: {run_dir} is finished; it was trained without these settings, which are not "
+                      f"applied: {'; '.join(RESUME_CHANGES)}")
+            return run_dir
+        if RESUME_CHANGES and is_main:
+            print(f"resuming with changed settings: {'; '.join(RESUME_CHANGES)}")
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, saved)
         record = {"git": git_version(), "environment": environment_summary(device)}
         (run_dir / "version.json").write_text(json.dumps(record, indent=2) + "\n")
     return run_dir

@@ -132,7 +132,7 @@ def main(argv=None):
             epoch_tokens += inputs.numel()
             monitor.add(step, loss=loss, grad_norm=grad_norm)
             if cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
-                means = monitor.interval_means()
+                means = monitor.interval_means(step)
                 tensorboard.log(step, {"step/train_loss": means["loss"], "step/grad_norm": means["grad_norm"]})
             elapsed = train_seconds + time.perf_counter() - clock
             out_of_time = bool(cfg.train.max_minutes) and elapsed > 60 * cfg.train.max_minutes
@@ -151,7 +151,7 @@ def main(argv=None):
 
         # End of epoch: valid and test perplexity (the averaged weights once NT-ASGD has started).
         eval_model = averaged.module if averaged is not None else model
-        epoch_means = monitor.epoch_means()  # stops here on divergence, before evaluating NaN weights
+        epoch_means = monitor.epoch_means(step)  # stops here on divergence, before evaluating NaN weights
         train_loss = epoch_means["loss"]
         valid_ppl, test_ppl = split_ppl(eval_model, corpus.valid), split_ppl(eval_model, corpus.test)
         valid_losses.append(math.log(valid_ppl))
@@ -190,6 +190,7 @@ def main(argv=None):
         print(f"best valid ppl {best_valid_ppl:.2f} (test {best_test_ppl:.2f}); "
               f"evaluate with: python -m lm.evaluate {run_dir}")
     tensorboard.close()
+    preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 

@@ -12,7 +12,6 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, cli_main, parse_args
@@ -54,6 +53,16 @@ def weak_datasets(cfg: Config, train_split):
             ClipSet(features[valid_idx], targets[valid_idx], mean, std), mean, std)
 
 
+def weak_label_loss(clip_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the clip probabilities (fp32, logs clamped at -100 like
+    F.binary_cross_entropy). Written out so that a NaN probability of a diverged model gives a NaN
+    loss for the divergence check, where F.binary_cross_entropy stops with an input-range error (on
+    CUDA a device-side assert that takes the process down)."""
+    probs = clip_probs.float()
+    log_p, log_not_p = probs.log().clamp_min(-100), (-probs).log1p().clamp_min(-100)
+    return -(targets * log_p + (1 - targets) * log_not_p).mean()
+
+
 @torch.no_grad()
 def predict(model, mels: torch.Tensor, device, batch_size: int = 64, dtype=None):
     """Normalised mels (clips, time, n_mels) -> frame_probs (clips, time, classes), clip_probs (clips, classes)."""
@@ -69,7 +78,9 @@ def predict(model, mels: torch.Tensor, device, batch_size: int = 64, dtype=None)
 
 def validate(model, valid_set, device, dtype, tag_threshold: float) -> dict:
     _, clip_probs = predict(model, valid_set.features, device, dtype=dtype)
-    loss = F.binary_cross_entropy(clip_probs, valid_set.targets).item()
+    loss = weak_label_loss(clip_probs, valid_set.targets).item()
+    if not math.isfinite(loss):  # diverged weights: main() stops on it (scikit-learn would raise on NaN)
+        return {"valid_loss": loss}
     return {"valid_loss": loss, **{f"valid_{k}": v for k, v in
                                    tagging(valid_set.targets.numpy(), clip_probs.numpy(), tag_threshold).items()}}
 
@@ -143,7 +154,7 @@ def main(argv=None):
             with autocast(device, dtype):
                 _, clip_probs = train_model(mels.to(device))
             # BCE on the clip probabilities: the only supervision is the weak (clip) label.
-            loss = F.binary_cross_entropy(clip_probs.float(), targets.to(device))
+            loss = weak_label_loss(clip_probs, targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.train.grad_clip > 0:
@@ -156,7 +167,8 @@ def main(argv=None):
             clips_seen += len(mels) * dist_info.world_size
             monitor.add(step, loss=loss)
             if step % cfg.train.log_every_steps == 0:
-                tb.log(step, {"loss/train": monitor.interval_means()["loss"], "lr": optimizer.param_groups[0]["lr"]})
+                tb.log(step, {"loss/train": monitor.interval_means(step)["loss"],
+                              "lr": optimizer.param_groups[0]["lr"]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 train_seconds += time.time() - epoch_start
                 epoch_start = time.time()
@@ -165,8 +177,9 @@ def main(argv=None):
                 train_seconds += time.time() - epoch_start
                 preemption.exit(save())
         train_seconds += time.time() - epoch_start
-        train_loss = monitor.epoch_means()["loss"]  # stops here on divergence, before validating NaN weights
+        train_loss = monitor.epoch_means(step)["loss"]  # stops here on divergence, before validating NaN weights
         metrics = validate(model, valid_set, device, dtype, cfg.postprocess.tag_threshold)
+        monitor.check_finite(step, "validation loss", metrics["valid_loss"])
         scheduler.step(metrics["valid_mAP"])
         is_best = metrics["valid_mAP"] > best
         best, best_epoch = (metrics["valid_mAP"], epoch) if is_best else (best, best_epoch)
@@ -192,6 +205,7 @@ def main(argv=None):
         print(f"done: best valid mAP {best:.4f} (epoch {best_epoch}); "
               f"{clips_per_s:.1f} training clips/s; run folder {run_dir}")
     tb.close()
+    preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 

@@ -18,6 +18,7 @@
 #   CONDA_ENV     conda environment to activate (default perception-course, from env.yaml)
 
 EXIT_PREEMPTED=75
+EXIT_DIVERGED=3       # EXIT_DIVERGED in common/monitor.py: never requeued
 TEMPLATE_ARGS=("$@")  # the template's own arguments, for a resubmission
 MAX_RESTARTS=${MAX_RESTARTS:-20}
 
@@ -101,6 +102,10 @@ train_with_restarts() {
         echo "the signal arrived before the training could checkpoint; restarting from the last checkpoint"
         rc=$EXIT_PREEMPTED
     fi
+    # A signal that came after the last step (the run wrote FINISHED) is no preemption.
+    if [[ -f $run_dir/FINISHED ]] && (( rc == EXIT_PREEMPTED || rc == 128 + 10 || rc == 128 + 15 )); then
+        rc=0
+    fi
     case $rc in
         0) if [[ ${EVALUATE:-1} == 1 ]]; then
                echo "[$(date +%T)] training finished; evaluating"
@@ -109,6 +114,8 @@ train_with_restarts() {
                echo "[$(date +%T)] training finished"
            fi ;;
         "$EXIT_PREEMPTED") restart_job "$restarts" "$run_name" ;;
+        "$EXIT_DIVERGED") echo "training diverged (non-finite loss, see above): not restarted; lower train.lr or clip gradients, then start a new run or resubmit with RUN_NAME=$run_name"
+           return "$rc" ;;
         *) echo "training failed with exit code $rc: not restarted (fix the error above, then resubmit with RUN_NAME=$run_name)"
            return "$rc" ;;
     esac

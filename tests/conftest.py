@@ -73,3 +73,27 @@ def check_rank0_run_folder():
         assert steps, f"{run_dir}: no step checkpoint"
         return torch.load(steps[-1], weights_only=False)
     return check
+
+
+@pytest.fixture
+def expect_divergence(capsys):
+    """expect_divergence(train_call, run_dir): the call must stop with EXIT_DIVERGED and one error
+    line, and leave a strict-JSON summary.json with status "diverged"."""
+    import json
+
+    from common.monitor import EXIT_DIVERGED
+
+    def check(train_call, run_dir: Path) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            train_call()
+        err = capsys.readouterr().err
+        assert stopped.value.code == EXIT_DIVERGED, err[-2000:]
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "diverged" in lines[0] and "train.lr" in lines[0], err[-2000:]
+        text = (run_dir / "summary.json").read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        assert json.loads(text)["status"] == "diverged"
+        assert not (run_dir / "FINISHED").exists()
+        return lines[0]
+    return check

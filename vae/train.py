@@ -120,7 +120,7 @@ def main(argv=None):
             train_images += len(inputs) * dist_info.world_size
             monitor.add(step, bce=bce.mean(), kl=kl.mean(), loss=loss)
             if step % cfg.train.log_every_steps == 0:
-                means = monitor.interval_means()
+                means = monitor.interval_means(step)
                 tensorboard.log(step, {"train/bce": means["bce"], "train/kl": means["kl"],
                                        "train/neg_elbo": means["bce"] + means["kl"], "train/loss": means["loss"],
                                        "train/kl_weight": weight, "train/lr": scheduler.get_last_lr()[0]})
@@ -131,7 +131,7 @@ def main(argv=None):
                 preemption.exit(save())
         train_seconds += time.time() - epoch_start
         epoch, step_in_epoch = epoch + 1, 0
-        monitor.epoch_means()  # stops here on divergence, before evaluating NaN weights
+        monitor.epoch_means(step)  # stops here on divergence, before evaluating NaN weights
 
         # --- validation, figures, checkpoint ---
         valid = evaluate_split(model, valid_split, cfg.eval.batch_size, cfg.eval.seed)
@@ -157,6 +157,7 @@ def main(argv=None):
         mark_finished(run_dir)
         print(f"done: {run_dir}; evaluate with python -m vae.evaluate {run_dir}")
     tensorboard.close()
+    preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
 

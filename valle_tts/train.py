@@ -212,7 +212,7 @@ def main(argv=None):
             scheduler.step()
             step += 1
             if step % cfg.train.log_every_steps == 0:  # every rank joins the all-reduce
-                means = monitor.interval_means()
+                means = monitor.interval_means(step)
                 tb.log(step, {f"train/{k}": v for k, v in means.items()} | {"train/lr": scheduler.get_last_lr()[0]})
                 if dist_info.is_main:
                     print(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()), flush=True)
@@ -227,7 +227,7 @@ def main(argv=None):
             preemption.exit(save())
         if not done():
             epoch, batches_in_epoch = epoch + 1, 0
-        monitor.epoch_means()  # stops here on divergence, before validating NaN weights
+        monitor.epoch_means(step)  # stops here on divergence, before validating NaN weights
         valid = validate(train_model, make_loader(valid_sampler, dataset, 0, 0, cfg.data.num_workers),
                          cfg, device, dtype)
         is_best = valid["loss"] < best
@@ -246,6 +246,7 @@ def main(argv=None):
         (run_dir / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
         mark_finished(run_dir)
     tb.close()
+    preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed
     cleanup_distributed()
     return run_dir

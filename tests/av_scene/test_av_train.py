@@ -110,3 +110,8 @@ def test_preemption_checkpoints_and_resume_finishes_identically(small_root, tmp_
     train.main(argv(small_root, tmp_path, "preempted") + ["--resume"])
     straight, resumed = (final_weights(tmp_path / "av_scene" / n) for n in ("straight", "preempted"))
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_divergence_stops_with_one_line_and_exit_3(small_root, tmp_path, expect_divergence):
+    expect_divergence(lambda: train.main(argv(small_root, tmp_path, "diverged", "train.lr=1e6")),
+                      tmp_path / "av_scene" / "diverged")

@@ -131,3 +131,8 @@ def test_feature_cache_matches_the_encoder(tmp_path):
     with torch.no_grad():
         direct = encoder(normalize_images(torch.stack([images[i] for i in range(3)])))
     assert torch.allclose(torch.stack([cached[i] for i in range(3)]), direct, rtol=1e-2, atol=1e-2)
+
+
+def test_divergence_stops_with_one_line_and_exit_3(tmp_path, expect_divergence):
+    expect_divergence(lambda: train(tmp_path / "shapes", tmp_path, "diverged", "train.lr=1e6"),
+                      tmp_path / "captioning" / "diverged")

@@ -125,3 +125,7 @@ def test_markov_source_entropy_rate_matches_a_long_sample():
     ids = source.sample(200_000, np.random.default_rng(0))
     assert source.nll_nats(ids) == pytest.approx(source.entropy_rate_nats(), rel=0.01)
     assert math.exp(source.entropy_rate_nats()) < 10
+
+
+def test_divergence_stops_with_one_line_and_exit_3(corpus_dir, tmp_path, expect_divergence):
+    expect_divergence(lambda: train(corpus_dir, tmp_path, "diverged", "train.lr=1e6"), tmp_path / "lm" / "diverged")

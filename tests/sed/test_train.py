@@ -106,3 +106,8 @@ def test_missing_data_root_is_one_error_line(tiny_args, tmp_path, capsys):
         train.main(tiny_args(tmp_path / "nowhere", tmp_path, "missing"))
     err = capsys.readouterr().err.strip()
     assert "nowhere does not exist" in err and "\n" not in err
+
+
+def test_divergence_stops_with_one_line_and_exit_3(tiny_root, tiny_args, tmp_path, expect_divergence):
+    expect_divergence(lambda: train.main(tiny_args(tiny_root, tmp_path, "diverged", "train.lr=1e6")),
+                      tmp_path / "sed" / "diverged")

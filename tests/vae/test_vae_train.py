@@ -108,3 +108,9 @@ def test_fresh_run_refuses_a_folder_with_checkpoints_and_evaluate_needs_one(mnis
     with pytest.raises(SystemExit):
         evaluate.main([str(tmp_path / "empty")])
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_divergence_stops_with_one_line_and_exit_3(mnist_folder, tmp_path, expect_divergence):
+    runs = tmp_path / "runs"
+    expect_divergence(lambda: train.main(tiny_args(mnist_folder(), runs, "diverged", "train.lr=1e6")),
+                      runs / "vae" / "diverged")

@@ -224,3 +224,10 @@ def test_duration_batches():
     cuts = [SimpleNamespace(duration=d) for d in (3.0, 1.0, 2.0, 1.0)]
     # padded cost = longest x count: [1, 1, 2] costs 6 <= 6, adding 3 would cost 12
     assert [[c.duration for c in b] for b in _duration_batches(cuts, 6.0)] == [[1.0, 1.0, 2.0], [3.0]]
+
+
+def test_divergence_stops_with_one_line_and_exit_3(prepared, tmp_path, expect_divergence):
+    from valle_tts.train import main
+    _, config = prepared
+    expect_divergence(lambda: main(["--config", config, "train.lr=1e6", f"run.root={tmp_path}", "run.name=diverged"]),
+                      tmp_path / "valle_tts" / "diverged")
