@@ -86,12 +86,16 @@ class Checkpointer:
         """The newest readable step checkpoint; a corrupt or truncated one is reported and the
         previous one is used. None when there is no checkpoint at all."""
         candidates = self.step_checkpoints()
+        unreadable = []
         for path in reversed(candidates):
             try:
-                return load_checkpoint(path, map_location), path
+                state = load_checkpoint(path, map_location)
             except Exception as err:  # truncated zip, bad pickle, ...: fall back to the older one
-                print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
-                      f"trying the previous one", file=sys.stderr)
+                unreadable.append(f"{path} is unreadable ({type(err).__name__}: {err})")
+                continue
+            for what in unreadable:
+                print(f"warning: checkpoint {what}; using the previous one", file=sys.stderr)
+            return state, path
         if candidates:
             from common.config import ConfigError
             try:

@@ -17,8 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from common.config import REPO_ROOT, ConfigError, cli_main, resolve_path
-from common.run import read_summary
+from common.run import flat_settings, read_summary
 
 
 def parse_grid(items: list[str]) -> list[list[str]]:
@@ -58,12 +60,41 @@ def write_table(rows: list[dict], out_stem: Path) -> str:
     return table
 
 
-def collect(project: str, runs_root: Path, names: list[str], points: list[list[str]]) -> list[dict]:
+def _same(saved, requested: str) -> bool:
+    """A saved config value against the command-line text that asked for it (`1e-3` is 0.001)."""
+    parsed = yaml.safe_load(requested)
+    if parsed == saved:
+        return True
+    try:
+        return float(requested) == float(saved)
+    except (TypeError, ValueError):
+        return False
+
+
+def settings_mismatch(run_dir: Path, requested: list[str]) -> list[str]:
+    """The requested key=value settings that the run folder's config.yaml does not have: a run
+    trained earlier with other settings must not be reported as this point."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return []
+    saved = flat_settings(yaml.safe_load(saved_path.read_text()))
+    wanted = dict(kv.split("=", 1) for kv in requested)
+    return [f"{key} is {saved[key]!r}, not {value}" for key, value in wanted.items()
+            if key in saved and not _same(saved[key], value)]
+
+
+def collect(project: str, runs_root: Path, names: list[str], points: list[list[str]],
+            fixed: list[str] = ()) -> list[dict]:
     rows = []
     for name, point in zip(names, points):
         row = {"run": name, **{kv.split("=")[0]: kv.split("=", 1)[1] for kv in point}}
-        summary = read_summary(runs_root / project / name)
-        if summary is None:
+        run_dir = runs_root / project / name
+        summary = read_summary(run_dir)
+        mismatch = settings_mismatch(run_dir, [*point, *fixed])
+        if mismatch:
+            row["status"] = f"NOT this point: {run_dir} was trained with other settings ({'; '.join(mismatch)})"
+            print(f"warning: {row['status']}; use another --name for the new study", file=sys.stderr)
+        elif summary is None:
             row["status"] = "no summary.json (failed or not run yet)"
         else:
             row["model"] = summary.get("model", "")
@@ -117,7 +148,7 @@ def main(argv=None) -> int:
         evaluate = [sys.executable, "-m", f"{project}.evaluate", str(runs_root / project / name)]
         if subprocess.run(train).returncode != 0 or subprocess.run(evaluate).returncode != 0:
             failed += 1
-    table = write_table(collect(project, runs_root, names, points), out_stem)
+    table = write_table(collect(project, runs_root, names, points, args.set), out_stem)
     print("\n" + table + f"\nwritten: {out_stem.with_suffix('.md')} and .csv")
     return 1 if failed else 0
 
