@@ -33,7 +33,7 @@ PIPELINES = {
     "sed": (["train.epochs=4"], "loss/train", "clips/s"),
     "captioning": (["train.epochs=3"], "loss/train_cross_entropy", "train images/s"),
     "av_scene": (["train.epochs=8", "train.early_stop_patience=0"], "loss/train", "clips/s"),
-    "valle_tts": (["train.epochs=6"], "train/loss", "train frames/s"),
+    "valle_tts": (["train.epochs=6", "train.log_every_steps=2"], "train/loss", "train frames/s"),
 }
 
 

@@ -10,7 +10,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.config import ConfigError
-from lm.models.dropout import embedding_dropout
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -83,6 +82,12 @@ class TransformerLM(nn.Module):
         self.positions, self.max_len, self.memory_len = positions, max_len, memory_len
         self.dropout_emb, self.scale = dropout_emb, math.sqrt(emb_dim)
         self.embedding = nn.Embedding(vocab_size, emb_dim)
+        if dropout_emb > 0:
+            # A dropped word becomes this learned vector, not zeros: with rotary positions nothing else
+            # is added, so a zero first word of a window keeps its residual stream zero through every
+            # block, and LayerNorm of a zero vector multiplies its gradient by 1/sqrt(eps) ~ 316 per norm
+            # (the clipped update of the whole batch shrinks to nothing; fp16 overflows).
+            self.dropped_word = nn.Parameter(torch.empty(emb_dim))
         if positions == "learned":
             self.position_embedding = nn.Parameter(torch.zeros(max_len, emb_dim))
             nn.init.normal_(self.position_embedding, std=0.02)
@@ -95,6 +100,8 @@ class TransformerLM(nn.Module):
         self.decoder = nn.Linear(emb_dim, vocab_size, bias=False)
         self.apply(self._init)
         nn.init.normal_(self.embedding.weight, std=emb_dim ** -0.5)  # unit scale after * sqrt(dim)
+        if dropout_emb > 0:
+            nn.init.normal_(self.dropped_word, std=emb_dim ** -0.5)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
         for block in self.blocks:  # GPT-2: residual projections scaled down with depth
@@ -116,7 +123,12 @@ class TransformerLM(nn.Module):
         if self.positions != "rotary" and length > self.max_len:
             raise ConfigError(f"a window of {length} tokens exceeds model.max_len={self.max_len} "
                               f"({self.positions} positions); raise model.max_len or shorten the context")
-        x = embedding_dropout(self.embedding, tokens, self.dropout_emb, self.training) * self.scale
+        if self.training and self.dropout_emb > 0:  # whole words, as embedding_dropout, replaced (see __init__)
+            weight = self.embedding.weight
+            dropped = weight.new_empty(weight.size(0), 1).bernoulli_(self.dropout_emb).bool()
+            x = F.embedding(tokens, torch.where(dropped, self.dropped_word, weight)) * self.scale
+        else:
+            x = self.embedding(tokens) * self.scale
         if self.positions == "learned":
             x = x + self.position_embedding[:length]
         elif self.positions == "sinusoidal":

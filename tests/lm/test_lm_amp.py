@@ -93,24 +93,21 @@ def test_transformer_causal_mask_under_autocast(positions, dtype):
     assert not torch.allclose(before[:, 6:], after[:, 6:], atol=1e-2, rtol=1e-2)
 
 
-@pytest.mark.xfail(strict=True, reason="known, reported under issue 20: a word dropped by model.dropout_emb at the "
-                   "first position of a window leaves that position's residual stream all zero through every block "
-                   "(rotary positions add nothing to it), and LayerNorm of a zero vector multiplies its gradient by "
-                   "1/sqrt(eps) ~ 316 per norm; the clipped update of the whole batch shrinks to nothing, and in fp16 "
-                   "the scaled gradient overflows and the grad scaler skips the step")
-def test_transformer_dropped_first_word_keeps_the_gradient_bounded():
-    cfg = ModelConfig(arch="transformer", emb_dim=16, layers=2, heads=2, ff_dim=32, dropout=0.0, attn_dropout=0.0,
-                      dropout_emb=0.0, positions="rotary", tie_weights=False)
-    tokens = torch.arange(1, 9).repeat(2, 1)  # the first word (1) occurs nowhere else
-
-    def grad_norm(drop_first_word: bool) -> float:
+def test_transformer_word_dropout_keeps_the_gradient_bounded():
+    """model.dropout_emb on a tied rotary Transformer: a dropped word used to be a zero vector, and at
+    the first position of a window (rotary positions add nothing there) its residual stream stayed
+    zero through every block; LayerNorm of a zero vector multiplies its gradient by 1/sqrt(eps) ~ 316
+    per norm, so most batches had gradient norms around 1e6 (the clipped update shrank to nothing,
+    fp16 overflowed). A dropped word now gets a learned vector."""
+    cfg = ModelConfig(arch="transformer", emb_dim=64, layers=2, heads=2, ff_dim=128, dropout=0.0, attn_dropout=0.0,
+                      dropout_emb=0.1, positions="rotary", tie_weights=True)
+    tokens = torch.randint(2, 50, (8, 33), generator=torch.Generator().manual_seed(0))
+    norms = []
+    for seed in range(8):  # word masks that drop some first word of a row, and some that do not
         torch.manual_seed(0)
-        model = build_model(cfg, VOCAB).train()
-        if drop_first_word:  # what embedding dropout does to a dropped word: its row is zero
-            with torch.no_grad():
-                model.embedding.weight[1] = 0.0
+        model = build_model(cfg, 50).train()
+        torch.manual_seed(seed)
         logits, _ = model(tokens[:, :-1])
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
-        return torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")).item()
-
-    assert grad_norm(drop_first_word=True) < 10 * grad_norm(drop_first_word=False)
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")).item())
+    assert max(norms) < 3 * min(norms), norms
