@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.config import ConfigError, bounded, resolve_path
+from common.config import ConfigError, bounded, resolve_path, text_lines
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = [PAD, START, END, UNK]
@@ -105,28 +105,20 @@ def parse_captions_file(path: Path) -> dict[str, list[str]]:
         raise ConfigError(f"captions file not found: {path} (set data.root / data.captions_file to "
                           f"the Flickr8k folder holding Flickr8k.token.txt)")
     captions: dict[str, dict[int, str]] = collections.defaultdict(dict)
-    with open(path, "rb") as f:  # decoded line by line, so an encoding error knows its line
-        for line_no, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\n\r")
-            except UnicodeDecodeError as err:
-                column = len(raw[:err.start].decode("utf-8")) + 1
-                raise ConfigError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                                  f"{column}); re-encode the file, e.g. from Latin-1: iconv -f latin1 -t utf-8 "
-                                  f"{path} > {path}.utf8 && mv {path}.utf8 {path}") from None
-            if not line.strip():
-                continue
-            key, tab, caption = line.partition("\t")
-            name, hash_, k = key.partition("#")
-            if not tab or not hash_ or not k.isdigit() or not name.strip():
-                raise ConfigError(f"{path}:{line_no}: malformed line {line[:60]!r}; expected "
-                                  f"'image.jpg#k<TAB>caption' (k = 0..4)")
-            if not caption.strip():
-                raise ConfigError(f"{path}:{line_no}: empty caption for {key}; remove the line or "
-                                  f"write the caption")
-            if int(k) in captions[name]:
-                raise ConfigError(f"{path}:{line_no}: duplicate caption number {key}")
-            captions[name][int(k)] = caption.strip()
+    for line_no, line in text_lines(path):
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        name, hash_, k = key.partition("#")
+        if not tab or not hash_ or not k.isdigit() or not name.strip():
+            raise ConfigError(f"{path}:{line_no}: malformed line {line[:60]!r}; expected "
+                              f"'image.jpg#k<TAB>caption' (k = 0..4)")
+        if not caption.strip():
+            raise ConfigError(f"{path}:{line_no}: empty caption for {key}; remove the line or "
+                              f"write the caption")
+        if int(k) in captions[name]:
+            raise ConfigError(f"{path}:{line_no}: duplicate caption number {key}")
+        captions[name][int(k)] = caption.strip()
     if not captions:
         raise ConfigError(f"captions file {path} holds no captions")
     return {name: [c for _, c in sorted(by_k.items())] for name, by_k in captions.items()}

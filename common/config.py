@@ -90,6 +90,20 @@ def resolve_path(path: str | Path) -> Path:
     return REPO_ROOT / path
 
 
+def text_lines(path: Path):
+    """(line number, line without its newline) of a user's UTF-8 text file, decoded line by line so
+    that bytes in another encoding are one error naming the file, line and column, and the fix."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                yield line_no, raw.decode("utf-8").rstrip("\n\r")
+            except UnicodeDecodeError as err:
+                column = len(raw[:err.start].decode("utf-8")) + 1
+                raise ConfigError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                  f"{column}); re-encode the file, e.g. from Latin-1: iconv -f latin1 -t utf-8 "
+                                  f"{path} > {path}.utf8 && mv {path}.utf8 {path}") from None
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common.config import ConfigError, resolve_path
+from common.config import ConfigError, resolve_path, text_lines
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -62,20 +62,13 @@ def read_tokens(path: Path) -> list[str]:
     """All tokens of a file with `<eos>` after every non-empty line (empty lines carry no sentence
     and are skipped; their number is printed). Bytes that are not UTF-8 are an error naming the line."""
     tokens, empty = [], 0
-    with open(path, "rb") as f:  # decoded line by line, so an encoding error knows its line
-        for line_no, raw in enumerate(f, 1):
-            try:
-                words = raw.decode("utf-8").split()
-            except UnicodeDecodeError as err:
-                column = len(raw[:err.start].decode("utf-8")) + 1
-                raise ConfigError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                                  f"{column}); re-encode the file, e.g. from Latin-1: iconv -f latin1 -t utf-8 "
-                                  f"{path} > {path}.utf8 && mv {path}.utf8 {path}") from None
-            if not words:
-                empty += 1
-                continue
-            tokens.extend(words)
-            tokens.append(EOS)
+    for _, line in text_lines(path):
+        words = line.split()
+        if not words:
+            empty += 1
+            continue
+        tokens.extend(words)
+        tokens.append(EOS)
     if not tokens:
         raise ConfigError(f"data file {path} has no tokens; it must hold one sentence per line")
     if empty:

@@ -97,3 +97,26 @@ def expect_divergence(capsys):
         assert not (run_dir / "FINISHED").exists()
         return lines[0]
     return check
+
+
+@pytest.fixture
+def two_rank_preempted_run(run_two_ranks, check_rank0_run_folder):
+    """run(command, runs, done_files) -> (final checkpoint of "straight", of "ddp"): `command(name,
+    *extra)` is a train.py argv and `runs` the project's folder under run.root. "straight" runs two
+    ranks uninterrupted; "ddp" runs two ranks, is preempted through rank 1 (both ranks exit 75 with a
+    mid-run checkpoint that rank 0 alone wrote), then resumes with --resume to the end."""
+    from common.preemption import EXIT_PREEMPTED
+
+    def run(command, runs: Path, done_files=("FINISHED", "summary.json")) -> tuple[dict, dict]:
+        def launch(name, *extra, preempt=False, expected=0):
+            codes, outputs = run_two_ranks(command(name, *extra), preempt=preempt)
+            assert codes == [expected] * 2, outputs[0][1][-2000:] + outputs[1][1][-2000:]
+        launch("straight")
+        straight = check_rank0_run_folder(runs / "straight", launches=1, done_files=done_files)
+        launch("ddp", preempt=True, expected=EXIT_PREEMPTED)
+        assert 0 < check_rank0_run_folder(runs / "ddp", launches=1, done_files=())["step"] < straight["step"]
+        launch("ddp", "--resume")
+        resumed = check_rank0_run_folder(runs / "ddp", launches=2, done_files=done_files)
+        assert resumed["step"] == straight["step"]
+        return straight, resumed
+    return run

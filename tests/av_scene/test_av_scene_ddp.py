@@ -5,26 +5,16 @@ import json
 import sys
 
 from common.config import REPO_ROOT
-from common.preemption import EXIT_PREEMPTED
 
 
-def test_two_ranks_write_one_run_folder_and_resume_after_preemption(small_root, tmp_path, run_two_ranks,
-                                                                    check_rank0_run_folder):
+def test_two_ranks_write_one_run_folder_and_resume_after_preemption(small_root, tmp_path, two_rank_preempted_run):
     def command(name, *extra):
         return [sys.executable, "-m", "av_scene.train", "--config", str(REPO_ROOT / "av_scene/configs/demo.yaml"),
                 f"data.root={small_root}", "data.synthetic=false", "data.num_frames=8", "data.batch_size=16",
                 "data.valid_fraction=0.25", "model.hidden=16", "model.embed=8", "train.epochs=3",
                 "train.early_stop_patience=0", "train.mixup_alpha=0.4", "run.device=cpu", f"run.root={tmp_path}",
                 f"run.name={name}", *extra]
-    codes, outputs = run_two_ranks(command("straight"))
-    assert codes == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    codes, outputs = run_two_ranks(command("ddp"), preempt=True)
-    assert codes == [EXIT_PREEMPTED] * 2, outputs[0][1][-2000:]
-    total = check_rank0_run_folder(tmp_path / "av_scene" / "straight", launches=1)["step"]
-    assert 0 < check_rank0_run_folder(tmp_path / "av_scene" / "ddp", launches=1, done_files=())["step"] < total
-    codes, outputs = run_two_ranks(command("ddp", "--resume"))
-    assert codes == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    assert check_rank0_run_folder(tmp_path / "av_scene" / "ddp", launches=2)["step"] == total
+    two_rank_preempted_run(command, tmp_path / "av_scene")
     straight, ddp = (json.loads((tmp_path / "av_scene" / name / "summary.json").read_text())["metrics"]
                      for name in ("straight", "ddp"))
     assert ddp == straight

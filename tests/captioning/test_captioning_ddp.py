@@ -7,26 +7,17 @@ import json
 import sys
 
 from common.config import REPO_ROOT
-from common.preemption import EXIT_PREEMPTED
 
 TINY = ["data.generate_shapes=40", "data.image_size=32", "encoder.channels=16", "encoder.grid_size=4",
         "decoder.embed_dim=16", "decoder.hidden_dim=24", "decoder.attention_dim=16", "train.batch_size=16",
         "train.log_every_steps=2", "train.epochs=2", "train.valid_images=8", "decode.max_len=12", "run.device=cpu"]
 
 
-def test_two_ranks_write_one_run_folder_and_resume_after_preemption(tmp_path, run_two_ranks, check_rank0_run_folder):
+def test_two_ranks_write_one_run_folder_and_resume_after_preemption(tmp_path, two_rank_preempted_run):
     def command(name, *extra):
         return [sys.executable, "-m", "captioning.train", "--config", str(REPO_ROOT / "captioning/configs/demo.yaml"),
                 f"data.root={tmp_path / name / 'shapes'}", *TINY, f"run.root={tmp_path}", f"run.name={name}", *extra]
-    codes, outputs = run_two_ranks(command("straight"))
-    assert codes == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    codes, outputs = run_two_ranks(command("ddp"), preempt=True)
-    assert codes == [EXIT_PREEMPTED] * 2, outputs[0][1][-2000:]
-    total = check_rank0_run_folder(tmp_path / "captioning" / "straight", launches=1)["step"]
-    assert 0 < check_rank0_run_folder(tmp_path / "captioning" / "ddp", launches=1, done_files=())["step"] < total
-    codes, outputs = run_two_ranks(command("ddp", "--resume"))
-    assert codes == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    assert check_rank0_run_folder(tmp_path / "captioning" / "ddp", launches=2)["step"] == total
+    two_rank_preempted_run(command, tmp_path / "captioning")
     straight, ddp = (json.loads((tmp_path / "captioning" / name / "summary.json").read_text())
                      for name in ("straight", "ddp"))
     assert ddp["metrics"] == straight["metrics"]

@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-from common.preemption import EXIT_PREEMPTED
-
 
 def command(root, runs, name, *extra):
     return [sys.executable, "-m", "vae.train", "--config", "vae/configs/demo.yaml", "data.source=mnist",
@@ -18,19 +16,11 @@ def command(root, runs, name, *extra):
             f"run.name={name}", *extra]
 
 
-def test_two_ranks_match_one_process_and_resume_after_preemption(mnist_folder, tmp_path, run_two_ranks,
-                                                                 check_rank0_run_folder):
+def test_two_ranks_match_one_process_and_resume_after_preemption(mnist_folder, tmp_path, two_rank_preempted_run):
     import subprocess
     root, runs = mnist_folder(), tmp_path / "runs"
     subprocess.run(command(root, runs, "single"), check=True, capture_output=True)
-    codes, outputs = run_two_ranks(command(root, runs, "straight"))
-    assert codes == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    codes, outputs = run_two_ranks(command(root, runs, "ddp"), preempt=True)
-    assert codes == [EXIT_PREEMPTED] * 2, outputs[0][1][-2000:]
-    assert 0 < check_rank0_run_folder(runs / "vae" / "ddp", launches=1, done_files=())["step"] < 18
-    codes, outputs = run_two_ranks(command(root, runs, "ddp", "--resume"))
-    assert codes == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    final = check_rank0_run_folder(runs / "vae" / "ddp", launches=2)
+    _, final = two_rank_preempted_run(lambda name, *extra: command(root, runs, name, *extra), runs / "vae")
     assert final["step"] == 3 * 6  # 96 images / 16 per global batch, 3 epochs
     single, straight, ddp = (json.loads((runs / "vae" / name / "summary.json").read_text())["metrics"]
                              for name in ("single", "straight", "ddp"))
