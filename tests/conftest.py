@@ -120,3 +120,15 @@ def two_rank_preempted_run(run_two_ranks, check_rank0_run_folder):
         assert resumed["step"] == straight["step"]
         return straight, resumed
     return run
+
+
+@pytest.fixture
+def check_fp32_finite_gradients():
+    """check(named_parameters): every parameter got a gradient, in fp32 and finite (the mixed
+    precision tests: autocast computes in half precision, the weights and their gradients stay fp32)."""
+    def check(named_parameters) -> None:
+        for name, param in named_parameters:
+            assert param.grad is not None, f"{name} got no gradient"
+            assert param.grad.dtype == torch.float32, name
+            assert torch.isfinite(param.grad).all(), name
+    return check

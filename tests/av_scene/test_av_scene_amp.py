@@ -14,7 +14,7 @@ CASES = [(name, pooling) for name in ("audio", "video", "early", "late") for poo
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("name,pooling", CASES, ids=[f"{n}-{p}" for n, p in CASES])
-def test_loss_and_gradients_under_autocast(name, pooling, dtype):
+def test_loss_and_gradients_under_autocast(name, pooling, dtype, check_fp32_finite_gradients):
     cfg = ModelConfig(name=name, hidden=16, embed=8, pooling=pooling, aux_weight=0.3)
     torch.manual_seed(0)
     model = build_model(cfg, NUM_CLASSES, AUDIO_DIM, VIDEO_DIM).train()
@@ -30,7 +30,4 @@ def test_loss_and_gradients_under_autocast(name, pooling, dtype):
     loss = training_loss(outputs, targets, model.fused_loss, cfg.aux_weight)  # as train.py, outside autocast
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
-    for param_name, param in model.named_parameters():
-        assert param.grad is not None, f"{param_name} got no gradient"
-        assert param.grad.dtype == torch.float32, param_name
-        assert torch.isfinite(param.grad).all(), param_name
+    check_fp32_finite_gradients(model.named_parameters())

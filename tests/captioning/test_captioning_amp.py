@@ -39,7 +39,8 @@ CASES = [("attention_lstm", "small_cnn", "none", 1.0), ("attention_lstm", "small
 @DTYPES
 @pytest.mark.parametrize("kind,encoder,finetune,teacher_forcing_prob", CASES,
                          ids=[f"{k}-{e}-finetune_{f}-tf{p}" for k, e, f, p in CASES])
-def test_loss_and_gradients_under_autocast(kind, encoder, finetune, teacher_forcing_prob, dtype):
+def test_loss_and_gradients_under_autocast(kind, encoder, finetune, teacher_forcing_prob, dtype,
+                                           check_fp32_finite_gradients):
     model = tiny_captioner(kind, encoder, finetune).train()
     images = torch.randn(3, 3, 32, 32)
     captions = padded_captions()
@@ -54,10 +55,7 @@ def test_loss_and_gradients_under_autocast(kind, encoder, finetune, teacher_forc
     loss.backward()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     assert any(name.startswith("encoder.") for name, _ in trainable) == (encoder == "small_cnn" or finetune != "none")
-    for name, param in trainable:
-        assert param.grad is not None, f"{name} got no gradient"
-        assert param.grad.dtype == torch.float32, name
-        assert torch.isfinite(param.grad).all(), name
+    check_fp32_finite_gradients(trainable)
 
 
 @DTYPES

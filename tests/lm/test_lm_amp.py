@@ -39,7 +39,7 @@ class LogitsRecorder:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("arch,extra", MODELS, ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in e.items())}"
                                                       for a, e in MODELS])
-def test_train_step_under_autocast(arch, extra, dtype):
+def test_train_step_under_autocast(arch, extra, dtype, check_fp32_finite_gradients):
     cfg = ModelConfig(arch=arch, emb_dim=16, hidden=24, layers=2, heads=2, ff_dim=32, context_size=3,
                       max_len=64, **extra)
     torch.manual_seed(0)
@@ -67,10 +67,7 @@ def test_train_step_under_autocast(arch, extra, dtype):
         # An fp16 loss times the initial scale 2**16 overflows above ~1: every step would be skipped.
         assert loss.dtype == torch.float32
         assert torch.isfinite(loss)
-    for name, param in model.named_parameters():
-        assert param.grad is not None, f"{name} got no gradient"
-        assert param.grad.dtype == torch.float32, name
-        assert torch.isfinite(param.grad).all(), name
+    check_fp32_finite_gradients(model.named_parameters())
     if dtype == torch.float16:
         assert scaler.get_scale() == 2.0 ** 16  # no overflow at the initial scale: no step was skipped
 

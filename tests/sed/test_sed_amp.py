@@ -17,7 +17,7 @@ CASES = [(name, pooling, time_pool) for name in ("crnn", "cdur") for pooling in 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("name,pooling,time_pool", CASES, ids=[f"{n}-{p}-tp{t[0]}" for n, p, t in CASES])
-def test_loss_and_gradients_under_autocast(name, pooling, time_pool, dtype):
+def test_loss_and_gradients_under_autocast(name, pooling, time_pool, dtype, check_fp32_finite_gradients):
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=name, conv_channels=[4, 4], freq_pool=[4, 4], time_pool=time_pool,
                                     rnn_hidden=8, pooling=pooling), N_MELS, N_CLASSES).train()
@@ -35,7 +35,4 @@ def test_loss_and_gradients_under_autocast(name, pooling, time_pool, dtype):
     assert loss.item() == pytest.approx(F.binary_cross_entropy(clip_probs, targets).item(), rel=1e-5)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
-    for param_name, param in model.named_parameters():
-        assert param.grad is not None, f"{param_name} got no gradient"
-        assert param.grad.dtype == torch.float32, param_name
-        assert torch.isfinite(param.grad).all(), param_name
+    check_fp32_finite_gradients(model.named_parameters())

@@ -15,7 +15,8 @@ CASES = [("mlp", "relu", 0), ("mlp", "elu", 0), ("mlp", "gelu", 0), ("mlp", "sil
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("free_bits", [0.0, 0.5], ids=["kl", "free_bits"])
 @pytest.mark.parametrize("arch,activation,convs_per_stage", CASES, ids=[f"{a}-{f}-convs{c}" for a, f, c in CASES])
-def test_loss_and_gradients_under_autocast(arch, activation, convs_per_stage, free_bits, dtype):
+def test_loss_and_gradients_under_autocast(arch, activation, convs_per_stage, free_bits, dtype,
+                                           check_fp32_finite_gradients):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, latent_dim=3, activation=activation, hidden=[32, 16],
                                     channels=[4, 8], convs_per_stage=convs_per_stage, fc_hidden=16),
@@ -30,7 +31,4 @@ def test_loss_and_gradients_under_autocast(arch, activation, convs_per_stage, fr
         assert value.dtype == torch.float32  # 784 pixels of BCE summed in half precision lose the small terms
         assert torch.isfinite(value).all()
     loss.backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None, f"{name} got no gradient"
-        assert param.grad.dtype == torch.float32, name
-        assert torch.isfinite(param.grad).all(), name
+    check_fp32_finite_gradients(model.named_parameters())

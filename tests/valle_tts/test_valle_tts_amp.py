@@ -41,7 +41,7 @@ def record_outputs(model: VALLE) -> list:
 
 @VARIANTS
 @DTYPES
-def test_losses_and_gradients_under_autocast(variant, dtype):
+def test_losses_and_gradients_under_autocast(variant, dtype, check_fp32_finite_gradients):
     model = tiny_valle(**variant).train()
     logits = record_outputs(model)
     batch = padded_batch()
@@ -58,10 +58,7 @@ def test_losses_and_gradients_under_autocast(variant, dtype):
         assert loss.dtype == torch.float32
         assert torch.isfinite(loss)
     sum(losses).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None, f"{name} got no gradient"
-        assert param.grad.dtype == torch.float32, name
-        assert torch.isfinite(param.grad).all(), name
+    check_fp32_finite_gradients(model.named_parameters())
 
 
 @VARIANTS
