@@ -61,6 +61,28 @@ class AdaptiveLayerNorm(nn.Module):
         return self.norm(x) * (1 + scale) + shift
 
 
+class KVCache:
+    """Keys and values of the positions seen so far, for one block, in buffers allocated once for
+    `capacity` positions: appending one position per step copies only that position."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.length = capacity, 0
+        self.k = self.v = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v (B, heads, L, head_dim) of L new positions -> keys and values of all positions so far."""
+        if self.k is None:
+            self.k = k.new_empty(*k.shape[:2], self.capacity, k.shape[3])
+            self.v = v.new_empty(*v.shape[:2], self.capacity, v.shape[3])
+        end = self.length + k.shape[2]
+        self.k[:, :, self.length:end], self.v[:, :, self.length:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        self.k, self.v = self.k[index], self.v[index]
+
+
 class Block(nn.Module):
     """Pre-norm Transformer block; `adaptive` swaps both LayerNorms for AdaptiveLayerNorm."""
 
@@ -79,16 +101,14 @@ class Block(nn.Module):
         return norm(x, cond) if self.adaptive else norm(x)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, cond: torch.Tensor | None = None,
-                cache: dict | None = None):
+                cache: KVCache | None = None):
         """x (B, L, D); allowed (B, 1, L, L_keys) bool, True where a query may attend to a key (None:
         every key). `cache` (generation): keys/values of earlier positions, extended in place."""
         B, L, D = x.shape
         q, k, v = (t.transpose(1, 2) for t in
                    self.qkv(self._norm(self.norm1, x, cond)).view(B, L, 3, self.num_heads, -1).unbind(2))
         if cache is not None:
-            if cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
+            k, v = cache.append(k, v)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                               dropout_p=self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(B, L, D)))
@@ -154,51 +174,105 @@ class ARModel(nn.Module):
                  ras_ratio: float = 0.5, generator: torch.Generator | None = None) -> tuple[torch.Tensor, bool]:
         """One utterance: text (T_text,) = everything the audio says, prompt_codes1 (P,) ->
         (new codebook-1 codes (N,), whether it stopped on EOS). At most `max_new` new frames.
-        ras_window > 0: repetition-aware sampling (VALL-E 2) - a token that already fills more than
-        ras_ratio of the last ras_window new tokens is redrawn from the full distribution."""
-        device, d = text.device, self.cfg.d_model
-        audio_in = torch.cat([torch.tensor([self.bos], device=device), prompt_codes1])[None]
-        T_text, T = text.shape[0], audio_in.shape[1]
-        # The prefix [text ; BOS prompt] in one pass, then one position per step: keys and values
-        # of earlier positions are kept (`caches`), so each step costs one position, not all.
-        x = torch.cat([self.text_embed(text[None]) + sinusoids(T_text, d, device),
-                       self.audio_embed(audio_in) + sinusoids(T, d, device)], dim=1)
-        allowed = self.attention_mask(torch.tensor([T_text], device=device), T_text,
-                                      torch.tensor([T], device=device), T)
-        caches: list[dict] = [{} for _ in self.blocks]
-        new: list[int] = []
-        for _ in range(max_new):
-            for block, cache in zip(self.blocks, caches):
-                x = block(x, allowed, cache=cache)
-            logits = self.head(self.norm(x[0, -1]))
-            token = sample_token(logits, temperature, top_k, top_p, generator)
-            recent = new[-ras_window:] if ras_window else []
-            if recent and recent.count(token) > ras_ratio * ras_window:
-                token = sample_token(logits, max(temperature, 1.0), 0, 1.0, generator)
-            if token == self.eos:
-                return torch.tensor(new, dtype=torch.long, device=device), True
-            new.append(token)
-            position = sinusoids(T + len(new), d, device)[-1]
-            x, allowed = self.audio_embed(torch.tensor([[token]], device=device)) + position, None
-        return torch.tensor(new, dtype=torch.long, device=device), False
+        The other arguments as in generate_batch."""
+        return self.generate_batch([text], [prompt_codes1], max_new, temperature, top_k, top_p, ras_window,
+                                   ras_ratio, generator)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, texts: list[torch.Tensor], prompts: list[torch.Tensor], max_new: list[int] | int,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, ras_window: int = 0,
+                       ras_ratio: float = 0.5,
+                       generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, bool]]:
+        """B utterances at once: texts[i] (T_text_i,) = everything utterance i says, prompts[i] (P_i,)
+        its prompt's codebook-1 codes -> per utterance (new codes (N_i,), whether it stopped on EOS),
+        at most max_new[i] (or max_new) new frames. Under greedy decoding each row equals decoding it
+        alone. ras_window > 0: repetition-aware sampling (VALL-E 2) - a token that already fills more
+        than ras_ratio of the row's last ras_window new tokens is redrawn from the full distribution."""
+        B = len(texts)
+        limits = [max_new] * B if isinstance(max_new, int) else list(max_new)
+        if not len(prompts) == len(limits) == B:
+            raise ValueError(f"{B} texts, {len(prompts)} prompts and {len(limits)} limits: one of each per utterance")
+        if min(len(t) for t in texts) < 1 or min(limits) < 1:
+            raise ValueError("generation needs at least one text token and max_new >= 1 per utterance")
+        device, d = texts[0].device, self.cfg.d_model
+        # The prefix [text ; BOS prompt] of all rows in one pass: text padded to the longest text and
+        # audio to the longest prompt, so every row keeps its own positions and the training mask.
+        # Then one position per step: keys and values of earlier positions are kept (`caches`).
+        text_lens = torch.tensor([len(t) for t in texts], device=device)
+        audio_lens = torch.tensor([len(p) + 1 for p in prompts], device=device)
+        text = nn.utils.rnn.pad_sequence(texts, batch_first=True)  # 0: the padding id
+        audio_in = nn.utils.rnn.pad_sequence([F.pad(p, (1, 0), value=self.bos) for p in prompts],
+                                             batch_first=True, padding_value=self.bos)
+        T_text, T = text.shape[1], audio_in.shape[1]
+        positions = sinusoids(max(T_text, T + max(limits)), d, device)
+        x = torch.cat([self.text_embed(text) + positions[:T_text], self.audio_embed(audio_in) + positions[:T]],
+                      dim=1)
+        key_valid = torch.cat([lengths_mask(text_lens, T_text), lengths_mask(audio_lens, T)], dim=1)
+        caches = [KVCache(T_text + T + max(limits)) for _ in self.blocks]
+        last = self._cached_pass(x, self.attention_mask(text_lens, T_text, audio_lens, T), caches)[
+            torch.arange(B, device=device), T_text + audio_lens - 1]  # each row's last real position
+        rows = list(range(B))  # the utterance of each row still decoding
+        new: list[list[int]] = [[] for _ in range(B)]
+        stopped = [False] * B
+        for step in range(max(limits)):
+            logits = self.head(self.norm(last))
+            tokens = sample_tokens(logits, temperature, top_k, top_p, generator).tolist()
+            keep = []  # rows that go on
+            for j, row in enumerate(rows):
+                recent = new[row][-ras_window:] if ras_window else []
+                if recent and recent.count(tokens[j]) > ras_ratio * ras_window:
+                    tokens[j] = int(sample_tokens(logits[j:j + 1], max(temperature, 1.0), 0, 1.0, generator)[0])
+                if tokens[j] == self.eos:
+                    stopped[row] = True
+                    continue
+                new[row].append(tokens[j])
+                if len(new[row]) < limits[row]:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(rows):  # finished rows leave the batch and the cache
+                index = torch.tensor(keep, device=device)
+                for cache in caches:
+                    cache.keep_rows(index)
+                key_valid, audio_lens = key_valid[index], audio_lens[index]
+                rows = [rows[j] for j in keep]
+            x = self.audio_embed(torch.tensor([[tokens[j]] for j in keep], device=device)) \
+                + positions[audio_lens + step].unsqueeze(1)
+            key_valid = F.pad(key_valid, (0, 1), value=True)
+            allowed = None if key_valid.all() else key_valid[:, None, None, :]
+            last = self._cached_pass(x, allowed, caches)[:, -1]
+        return [(torch.tensor(codes, dtype=torch.long, device=device), stop) for codes, stop in zip(new, stopped)]
+
+    def _cached_pass(self, x: torch.Tensor, allowed: torch.Tensor | None, caches: list[KVCache]) -> torch.Tensor:
+        """x (B, L, D) new positions through every block, keys/values appended to `caches` -> (B, L, D)."""
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, allowed, cache=cache)
+        return x
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """One id per row of (B, V) logits -> (B,); temperature 0 is greedy; top_k 0 and top_p 1 disable
+    them. Draws on the generator's device (the CPU without one: the same draws on any device)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = sorted_logits.softmax(-1)
+        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(-1).to(generator.device if generator is not None else "cpu")
+    return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
 
 
 def sample_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
                  generator: torch.Generator | None = None) -> int:
-    """Sample one id from (V,) logits; temperature 0 is greedy; top_k 0 and top_p 1 disable them."""
-    if temperature <= 0:
-        return int(logits.argmax())
-    logits = logits.float() / temperature
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-        logits[order[drop]] = float("-inf")
-    probs = logits.softmax(-1)
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+    """sample_tokens for one row of (V,) logits."""
+    return int(sample_tokens(logits[None], temperature, top_k, top_p, generator)[0])
 
 
 class NARModel(nn.Module):
@@ -246,15 +320,31 @@ class NARModel(nn.Module):
     @torch.no_grad()
     def generate(self, text: torch.Tensor, prompt_codes: torch.Tensor, codes1: torch.Tensor) -> torch.Tensor:
         """Greedy. text (T_text,) prompt + target; prompt_codes (P, Q); codes1 (N,) -> (N, Q)."""
-        P, N, Q = prompt_codes.shape[0], codes1.shape[0], self.cfg.num_codebooks
-        codes = torch.zeros(1, P + N, Q, dtype=torch.long, device=text.device)
-        codes[0, :P] = prompt_codes
-        codes[0, P:, 0] = codes1
-        lens = lambda n: torch.tensor([n], device=text.device)
+        return self.generate_batch([text], [prompt_codes], [codes1])[0]
+
+    @torch.no_grad()
+    def generate_batch(self, texts: list[torch.Tensor], prompt_codes: list[torch.Tensor],
+                       codes1: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Greedy, B utterances at once (text and audio padded, as in training): texts[i] (T_text_i,)
+        prompt + target; prompt_codes[i] (P_i, Q); codes1[i] (N_i,) -> codes (N_i, Q) per utterance."""
+        device, Q = texts[0].device, self.cfg.num_codebooks
+        text_lens = torch.tensor([len(t) for t in texts], device=device)
+        prompt_lens = torch.tensor([len(p) for p in prompt_codes], device=device)
+        audio_lens = prompt_lens + torch.tensor([len(c) for c in codes1], device=device)
+        text = nn.utils.rnn.pad_sequence(texts, batch_first=True)
+        codes = nn.utils.rnn.pad_sequence([torch.cat([p, F.pad(c[:, None], (0, Q - 1))])
+                                           for p, c in zip(prompt_codes, codes1)], batch_first=True)
+        is_target = target_frames(prompt_lens, audio_lens, codes.shape[1])
         for stage in range(1, Q):
-            logits = self(text[None], lens(text.shape[0]), codes, lens(P + N), lens(P), stage)
-            codes[0, P:, stage] = logits[0, P:].argmax(-1)
-        return codes[0, P:]
+            logits = self(text, text_lens, codes, audio_lens, prompt_lens, stage)
+            codes[..., stage] = torch.where(is_target, logits.argmax(-1), codes[..., stage])
+        return [codes[i, p:a] for i, (p, a) in enumerate(zip(prompt_lens.tolist(), audio_lens.tolist()))]
+
+
+def target_frames(prompt_lens: torch.Tensor, audio_lens: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,), (B,) -> (B, max_len) bool, True at the frames the NAR predicts: after the prompt, before the end."""
+    frames = torch.arange(max_len, device=prompt_lens.device)[None, :]
+    return (frames >= prompt_lens[:, None]) & (frames < audio_lens[:, None])
 
 
 class VALLE(nn.Module):
@@ -274,7 +364,6 @@ class VALLE(nn.Module):
             out["ar"] = (self.ar(text, text_lens, audio_in, in_lens), targets)
         if which in ("nar", "both"):
             logits = self.nar(text, text_lens, codes, audio_lens, prompt_lens, stage)
-            frames = torch.arange(codes.shape[1], device=codes.device)[None, :]
-            is_target = (frames >= prompt_lens[:, None]) & (frames < audio_lens[:, None])
+            is_target = target_frames(prompt_lens, audio_lens, codes.shape[1])
             out["nar"] = (logits, codes[..., stage].masked_fill(~is_target, -100))
         return out
