@@ -132,3 +132,50 @@ def check_fp32_finite_gradients():
             assert param.grad.dtype == torch.float32, name
             assert torch.isfinite(param.grad).all(), name
     return check
+
+
+@pytest.fixture
+def kill_9_and_resume():
+    """run(command, run_dir, seed) with `command(name, *extra)` a train.py argv: trains "straight"
+    uninterrupted, then "killed" with `kill -9` as soon as it has checkpointed a step drawn from
+    `seed` (a checkpoint every step, so the kill lands mid-step or mid-write), then `--resume` to the
+    end. Asserts the same final weights and summary metrics; returns the killed step."""
+    import json
+    import random
+    import re
+    import signal
+    import subprocess
+    import time
+
+    def finish(argv: list[str]) -> None:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def final(run_dir: Path) -> dict:
+        return torch.load(sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1], weights_only=False)
+
+    def run(command, runs: Path, seed: int, summary: str = "summary.json") -> int:
+        every_step = ("run.checkpoint_every_steps=1",)
+        finish(command("straight", *every_step))
+        total = final(runs / "straight")["step"]
+        kill_at = random.Random(seed).randint(1, max(1, total - 1))
+        proc = subprocess.Popen(command("killed", *every_step), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        step_file = re.compile(r"step-(\d+)\.pt$")
+        while proc.poll() is None:
+            found = [int(m.group(1)) for p in (runs / "killed" / "checkpoints").glob("step-*.pt")
+                     if (m := step_file.search(p.name))] if (runs / "killed" / "checkpoints").is_dir() else []
+            if found and max(found) >= kill_at:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        assert proc.wait(timeout=300) == -signal.SIGKILL, "the run ended before the kill"
+        finish(command("killed", *every_step, "--resume"))
+        straight, resumed = final(runs / "straight"), final(runs / "killed")
+        assert resumed["step"] == straight["step"]
+        for name, value in straight["model"].items():
+            assert torch.equal(resumed["model"][name], value), name
+        records = [json.loads((runs / name / summary).read_text()) for name in ("straight", "killed")]
+        key = "metrics" if summary == "summary.json" else "valid"  # valle_tts: train_log.json
+        assert records[0][key] == records[1][key]
+        return kill_at
+    return run

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 import torch
@@ -115,3 +116,9 @@ def test_preemption_checkpoints_and_resume_finishes_identically(small_root, tmp_
 def test_divergence_stops_with_one_line_and_exit_3(small_root, tmp_path, expect_divergence):
     expect_divergence(lambda: train.main(argv(small_root, tmp_path, "diverged", "train.lr=1e6")),
                       tmp_path / "av_scene" / "diverged")
+
+
+def test_kill_9_at_a_random_step_then_resume_is_exact(small_root, tmp_path, kill_9_and_resume):
+    kill_9_and_resume(lambda name, *extra: [sys.executable, "-m", "av_scene.train",
+                                            *argv(small_root, tmp_path, name, "train.mixup_alpha=0.4", *extra)],
+                      tmp_path / "av_scene", seed=5)

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 import torch
@@ -136,3 +137,11 @@ def test_feature_cache_matches_the_encoder(tmp_path):
 def test_divergence_stops_with_one_line_and_exit_3(tmp_path, expect_divergence):
     expect_divergence(lambda: train(tmp_path / "shapes", tmp_path, "diverged", "train.lr=1e6"),
                       tmp_path / "captioning" / "diverged")
+
+
+def test_kill_9_at_a_random_step_then_resume_is_exact(tmp_path, kill_9_and_resume):
+    def command(name, *extra):
+        return [sys.executable, "-m", "captioning.train", "--config", "captioning/configs/demo.yaml",
+                f"data.root={tmp_path / 'shapes'}", f"run.root={tmp_path}", f"run.name={name}", *TINY,
+                "train.epochs=2", *extra]
+    kill_9_and_resume(command, tmp_path / "captioning", seed=4)

@@ -233,3 +233,10 @@ def test_a_signal_after_training_ended_exits_0():
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert done.returncode == 0 and "still here" in done.stdout
     assert signal.SIGUSR1 not in signal.sigpending()
+
+
+def test_kill_9_at_a_random_step_then_resume_is_exact(corpus_dir, tmp_path, kill_9_and_resume):
+    def command(name, *extra):
+        return [sys.executable, "-m", "lm.train", "--config", "lm/configs/demo.yaml", f"data.dir={corpus_dir}",
+                f"run.root={tmp_path}", f"run.name={name}", *TINY, "train.epochs=2", *extra]
+    kill_9_and_resume(command, tmp_path / "lm", seed=1)

@@ -1,6 +1,7 @@
 """End to end on the tiny generated set: exact resume (mid-epoch and at an epoch boundary), preemption,
 evaluation outputs, and one-line errors for user mistakes."""
 import json
+import sys
 
 import pytest
 import torch
@@ -111,3 +112,9 @@ def test_missing_data_root_is_one_error_line(tiny_args, tmp_path, capsys):
 def test_divergence_stops_with_one_line_and_exit_3(tiny_root, tiny_args, tmp_path, expect_divergence):
     expect_divergence(lambda: train.main(tiny_args(tiny_root, tmp_path, "diverged", "train.lr=1e6")),
                       tmp_path / "sed" / "diverged")
+
+
+def test_kill_9_at_a_random_step_then_resume_is_exact(tiny_root, tiny_args, tmp_path, kill_9_and_resume):
+    kill_9_and_resume(lambda name, *extra: [sys.executable, "-m", "sed.train",
+                                            *tiny_args(tiny_root, tmp_path, name, *AUGMENT, *extra)],
+                      tmp_path / "sed", seed=3)

@@ -3,6 +3,7 @@ after a preemption mid-epoch, and one-line errors for user mistakes."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -114,3 +115,9 @@ def test_divergence_stops_with_one_line_and_exit_3(mnist_folder, tmp_path, expec
     runs = tmp_path / "runs"
     expect_divergence(lambda: train.main(tiny_args(mnist_folder(), runs, "diverged", "train.lr=1e6")),
                       runs / "vae" / "diverged")
+
+
+def test_kill_9_at_a_random_step_then_resume_is_exact(mnist_folder, tmp_path, kill_9_and_resume):
+    root, runs = mnist_folder(), tmp_path / "runs"
+    kill_9_and_resume(lambda name, *extra: [sys.executable, "-m", "vae.train", *tiny_args(root, runs, name, *extra)],
+                      runs / "vae", seed=2)
