@@ -21,7 +21,7 @@ from common.device import amp_dtype, pick_device, set_cpu_threads
 from common.params import count_parameters
 from common.run import read_summary, write_summary
 from lm.config import Config
-from lm.data import Vocab, corpus_from_config
+from lm.data import EOS, Vocab, corpus_from_config
 from lm.models import TransformerLM, build_model, model_name
 from lm.perplexity import chunking, perplexity, stream_nll
 from lm.synthetic import read_source_info
@@ -58,6 +58,11 @@ def generate(model, vocab: Vocab, prompt: list[str], num_tokens: int, temperatur
         out.append(vocab.words[next_id])
         logits, state = model(torch.tensor([[next_id]], device=device), state)
     return out
+
+
+def as_lines(words: list[str]) -> str:
+    """Generated words as text, one sentence per line as in the corpus: <eos> ends a line."""
+    return "\n".join(" ".join(line.split()) for line in " ".join(words).split(EOS)).strip()
 
 
 @cli_main
@@ -99,9 +104,9 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(cfg.run.seed)
     words = generate(model, corpus.vocab, cfg.eval.prompt.split(), cfg.eval.generate_tokens,
                      cfg.eval.temperature, cfg.eval.top_k, chunk_len + memory_len, generator)
-    sample = " ".join(words).replace(" <eos> ", "\n")
+    sample = as_lines(cfg.eval.prompt.split() + words)
     (run_dir / "samples.txt").write_text(f"prompt: {cfg.eval.prompt!r} temperature {cfg.eval.temperature} "
-                                         f"top_k {cfg.eval.top_k}\n{cfg.eval.prompt} {sample}\n")
+                                         f"top_k {cfg.eval.top_k}\n{sample}\n")
     print(f"sample ({run_dir / 'samples.txt'}):\n  " + sample[:300].replace("\n", "\n  "))
 
     trained = read_summary(run_dir) or {}

@@ -54,8 +54,8 @@ def build_scheduler(cfg, optimizer, total_steps: int):
 
 
 def should_start_averaging(valid_losses: list[float], nonmono: int) -> bool:
-    """NT-ASGD's trigger: the latest valid loss is worse than the best of the epochs before the
-    last `nonmono` ones."""
-    if len(valid_losses) <= nonmono:
-        return False
-    return valid_losses[-1] > min(valid_losses[:-nonmono])
+    """NT-ASGD's trigger (AWD-LSTM's main.py): `valid_losses` ends with this epoch's loss; averaging
+    starts when it is worse than the best of the earlier epochs, leaving out the last `nonmono` of
+    them, and there were more than `nonmono` earlier epochs."""
+    earlier, latest = valid_losses[:-1], valid_losses[-1]
+    return len(earlier) > nonmono and latest > min(earlier[:-nonmono])

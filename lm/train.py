@@ -185,7 +185,8 @@ def main(argv=None):
         write_summary(run_dir, model=model_name(cfg.model),
                       metrics={"valid_ppl": best_valid_ppl, "test_ppl": best_test_ppl},
                       params=num_params, train_seconds=round(train_seconds, 1), epochs=epoch,
-                      steps=step, evaluated_by="train.py (best epoch); lm.evaluate rewrites this")
+                      steps=step, oov_rate={k: round(v, 5) for k, v in corpus.oov_rate.items()},
+                      evaluated_by="train.py (best epoch); lm.evaluate rewrites this")
         mark_finished(run_dir)
         print(f"best valid ppl {best_valid_ppl:.2f} (test {best_test_ppl:.2f}); "
               f"evaluate with: python -m lm.evaluate {run_dir}")

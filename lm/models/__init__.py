@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from common.config import ConfigError
 from lm.models.ffnn import FeedForwardLM
 from lm.models.rnn import CELLS, RecurrentLM
 from lm.models.transformer import TransformerLM
@@ -23,6 +24,10 @@ def build_model(cfg, vocab_size: int) -> nn.Module:
         return TransformerLM(vocab_size, cfg.emb_dim, cfg.layers, cfg.heads, cfg.ff_dim, cfg.dropout,
                              cfg.attn_dropout, cfg.dropout_emb, cfg.positions, cfg.max_len,
                              cfg.tie_weights, cfg.memory_len)
+    if cfg.tie_weights and cfg.layers == 1 and cfg.hidden != cfg.emb_dim:
+        raise ConfigError(f"model.hidden={cfg.hidden} would have no effect: with model.tie_weights=true the "
+                          f"last (here the only) layer has model.emb_dim={cfg.emb_dim} units; set "
+                          f"model.hidden={cfg.emb_dim}, model.layers>=2 or model.tie_weights=false")
     return RecurrentLM(vocab_size, cfg.arch, cfg.emb_dim, cfg.hidden, cfg.layers, cfg.tie_weights,
                        cfg.dropout_emb, cfg.dropout_input, cfg.dropout_hidden, cfg.dropout, cfg.weight_drop)
 

@@ -20,9 +20,11 @@ def test_inverse_sqrt_after_warmup():
 
 
 def test_ntasgd_trigger_waits_for_nonmonotone_valid_loss():
+    """AWD-LSTM compares this epoch's loss with min(history[:-nonmono]) of the epochs before it."""
     assert not should_start_averaging([5.0, 4.0, 3.0, 2.9], nonmono=2)
-    assert should_start_averaging([5.0, 4.0, 3.0, 3.1, 3.2], nonmono=2)
-    assert not should_start_averaging([5.0, 5.1], nonmono=2)  # too early to judge
+    assert not should_start_averaging([5.0, 4.0, 3.0, 3.1, 3.2], nonmono=2)  # best of [5, 4] is 4
+    assert should_start_averaging([5.0, 4.0, 3.0, 3.1, 3.2, 3.3], nonmono=2)  # best of [5, 4, 3] is 3
+    assert not should_start_averaging([5.0, 5.1, 5.2], nonmono=2)  # too early to judge
 
 
 def test_adamw_does_not_decay_vectors_and_counts_tied_weights_once():

@@ -90,12 +90,15 @@ def test_preemption_checkpoints_and_exits_75(corpus_dir, tmp_path, monkeypatch):
 ])
 def test_train_then_evaluate_writes_summary(corpus_dir, tmp_path, arch, extra, capsys):
     run_dir = train(corpus_dir, tmp_path, arch, f"model.arch={arch}", "train.epochs=3", *extra)
-    evaluate.main([str(run_dir), "eval.generate_tokens=12", "eval.top_k=5"])
+    assert json.loads((run_dir / "summary.json").read_text())["oov_rate"] == {"train": 0, "valid": 0, "test": 0}
+    evaluate.main([str(run_dir), "eval.generate_tokens=40", "eval.top_k=5"])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["metrics"]) == {"valid_ppl", "test_ppl", "optimal_test_ppl"}
     assert 1 < summary["metrics"]["optimal_test_ppl"] < summary["metrics"]["test_ppl"] < 12 * 2
     assert summary["params"] > 0 and summary["train_seconds"] > 0 and summary["epochs"] >= 1
-    assert len((run_dir / "samples.txt").read_text().split()) >= 12
+    sample = (run_dir / "samples.txt").read_text()
+    assert len(sample.split()) >= 12 and "<eos>" not in sample
+    assert evaluate.as_lines(["a", "b", "<eos>", "c", "<eos>", "<eos>", "d"]) == "a b\nc\n\nd"
     events = list((run_dir / "tb").glob("events.*"))
     assert events, "tensorboard events are written"
     out = capsys.readouterr().out
@@ -117,6 +120,7 @@ def test_parameter_limit_is_60m_and_enforced(corpus_dir, tmp_path, monkeypatch, 
     ("model.hiden=10", "did you mean model.hidden"),
     ("model.arch=cnn", "model.arch: expected one of"),
     ("data.dir={tmp}/nowhere", "data folder {tmp}/nowhere not found"),
+    ("model.layers=1", "model.hidden=24 would have no effect: with model.tie_weights=true"),  # TINY: emb 16
 ])
 def test_user_mistakes_are_one_line(corpus_dir, tmp_path, capsys, override, message):
     override, message = override.format(tmp=tmp_path), message.format(tmp=tmp_path)
