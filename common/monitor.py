@@ -88,31 +88,30 @@ class TrainMonitor:
                 self.bad = self.bad.new_tensor([packed[-1].item(), step, value])
         count, step, value = self.bad.tolist()
         if count > 0:
-            self._stop(int(count), int(step), value)
+            self._stop(f"non-finite loss or gradient norm ({value}) at step {int(step)} ({int(count)} such "
+                       f"step{'s' if count > 1 else ''} since the last check)")
         if self.first_mean is None and self.first_step_value is not None:
             self.first_mean = self.first_step_value.item()
 
-    def _stop(self, count: int, step: int, value: float, what: str = "non-finite loss or gradient norm") -> None:
-        last = None
-        if self.checkpointer is not None:
-            found = self.checkpointer.step_checkpoints()
-            last = found[-1] if found else None
-        if self.run_dir is not None and (self.checkpointer is None or self.checkpointer.is_main):
+    def _stop(self, what: str) -> None:
+        """One line (main rank), status "diverged" in summary.json, exit EXIT_DIVERGED on every rank."""
+        is_main = self.checkpointer is None or self.checkpointer.is_main
+        found = self.checkpointer.step_checkpoints() if self.checkpointer is not None else []
+        last = str(found[-1]) if found else None
+        if self.run_dir is not None and is_main:
             from common.run import update_summary
-            update_summary(self.run_dir, status="diverged",
-                           diverged={"step": step, "value": str(value), "nonfinite_steps": count,
-                                     "last_checkpoint": str(last) if last else None})
-        print(f"error: training diverged: {what} ({value}) at step {step} "
-              f"({count} such step{'s' if count > 1 else ''} since the last check); last good checkpoint: "
-              f"{last or 'none'}. Lower train.lr, enable gradient clipping (train.grad_clip / train.clip) "
-              f"or a warmup, then start a new run or --resume {last or ''}".rstrip(), file=sys.stderr, flush=True)
+            update_summary(self.run_dir, status="diverged", diverged={"reason": what, "last_checkpoint": last})
+        if is_main:
+            print(f"error: training diverged: {what}; last good checkpoint: {last or 'none'}. Lower train.lr, "
+                  f"enable gradient clipping (train.grad_clip / train.clip) or a warmup, then start a new run "
+                  f"or --resume {last or ''}".rstrip(), file=sys.stderr, flush=True)
         sys.exit(EXIT_DIVERGED)
 
     def check_finite(self, step: int, what: str, value: float) -> None:
         """Validation of weights that the last update made non-finite (its training loss was still
         finite). Every rank must call it with the same value."""
         if not math.isfinite(value):
-            self._stop(1, step, value, f"non-finite {what} after the last update")
+            self._stop(f"non-finite {what} ({value}) at step {step}, after the last update")
 
     def _means(self, sums: torch.Tensor, step: int) -> dict[str, float]:
         values = sums.tolist()
@@ -120,8 +119,8 @@ class TrainMonitor:
         means = {name: total / steps for name, total in zip(self.names, values)}
         current = means[self.names[0]]
         if values[-1] > 0 and self.first_mean is not None and current > EXPLODED * max(abs(self.first_mean), 1.0):
-            self._stop(int(values[-1]), step, current, f"{self.names[0]} exploded to a mean of {current:.4g} "
-                       f"over the steps up to this one, from {self.first_mean:.4g} at the first step;")
+            self._stop(f"{self.names[0]} exploded to a mean of {current:.4g} over the steps up to step {step}, "
+                       f"from {self.first_mean:.4g} at the first step")
         return means
 
     def interval_means(self, step: int) -> dict[str, float]:
