@@ -1,5 +1,6 @@
 """Training data: cuts with stored EnCodec codes (see prepare.py), batched by total duration with
-lhotse's DynamicBucketingSampler, collated into padded tensors. Waveforms are never read here.
+lhotse's DynamicBucketingSampler, collated into padded tensors. Training never reads a waveform;
+`mono_audio` is how preparation and evaluation read one.
 
 Exact resume: the sampler's order depends on (seed, epoch) only (lhotse seeds its shuffling RNG
 with seed + epoch), so a resumed run rebuilds the epoch's batch sequence and skips the batches the
@@ -10,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 
 from common.config import ConfigError, bounded
@@ -19,25 +22,51 @@ from valle_tts.text import TokenTable
 
 @dataclasses.dataclass
 class DataConfig:
-    corpus: str = "libritts"                  # libritts | librispeech (lhotse recipe names)
-    corpus_dir: str = "data/LibriTTS"         # holds train-clean-100/, dev-clean/, ...
-    # 100 h: [train-clean-100]; 360 h: [train-clean-360]; 960 h: + train-other-500
+    # librispeech | libritts (lhotse recipe names; a corpus without a recipe here is refused)
+    corpus: Literal["librispeech", "libritts"] = "librispeech"
+    corpus_dir: str = "data/LibriSpeech"      # holds train-clean-100/, dev-clean/, ...
+    # the course's sizes (README "The real data"): 100 h = [train-clean-100]; 360 h = + train-clean-360
+    # with train_hours 360; 960 h = + train-other-500
     train_parts: list[str] = dataclasses.field(default_factory=lambda: ["train-clean-100"])
+    # 0: all of train_parts; otherwise whole speakers, part by part, up to this many hours
+    train_hours: float = bounded(0.0, ge=0)
     valid_parts: list[str] = dataclasses.field(default_factory=lambda: ["dev-clean"])
     test_parts: list[str] = dataclasses.field(default_factory=lambda: ["test-clean"])
-    manifest_dir: str = "data/valle/libritts"  # manifests, tokens.txt and codes are written here
+    manifest_dir: str = "data/valle/librispeech"  # manifests, tokens.txt and codes are written here
     download: bool = False                    # fetch missing parts from openslr (needs internet)
     synthesise_toy_corpus: bool = False       # write the numpy toy corpus to corpus_dir (demo, tests)
     min_duration_s: float = bounded(1.0, ge=0)
     max_duration_s: float = bounded(20.0, gt=0)
-    text_tokens: str = "chars"                # chars | phonemes (needs espeak-ng)
+    text_tokens: Literal["chars", "phonemes"] = "chars"  # phonemes needs espeak-ng
     num_jobs: int = bounded(1, ge=1)          # lhotse recipe workers
     max_batch_s: float = bounded(120.0, gt=0)  # seconds of audio per batch (DynamicBucketingSampler)
     num_buckets: int = bounded(10, ge=2)      # lhotse's bucketing needs at least 2
     num_workers: int = bounded(2, ge=0)       # DataLoader workers reading codes
 
 
-def load_cuts(manifest_dir: Path, parts: list[str]):
+def first_hours(parts: list, hours: float) -> list:
+    """The cuts of `parts` (one list of cuts per corpus part) up to `hours` of audio: part by part,
+    whole speakers in the order of their ids (as text), stopping at the first speaker that would pass
+    the budget. 0 keeps everything. The selection only grows with the budget, so a smaller set is
+    always inside a larger one."""
+    if not hours:
+        return [c for part in parts for c in part]
+    chosen, total_s = [], 0.0
+    for part in parts:
+        by_speaker: dict[str, list] = {}
+        for cut in part:
+            by_speaker.setdefault(cut.supervisions[0].speaker, []).append(cut)
+        for speaker in sorted(by_speaker):
+            speaker_s = sum(c.duration for c in by_speaker[speaker])
+            if total_s + speaker_s > hours * 3600:
+                return chosen
+            chosen += by_speaker[speaker]
+            total_s += speaker_s
+    return chosen
+
+
+def load_cuts(manifest_dir: Path, parts: list[str], max_hours: float = 0.0):
+    """The prepared cuts (with codes) of `parts`; max_hours > 0 keeps `first_hours` of them."""
     from lhotse import CutSet
     if not parts:
         raise ConfigError("an empty list of corpus parts (data.train_parts / valid_parts / test_parts); "
@@ -47,7 +76,19 @@ def load_cuts(manifest_dir: Path, parts: list[str]):
         if not f.is_file():
             raise ConfigError(f"{f} not found; run the prepare stages (python -m valle_tts.prepare "
                               f"--config <config>) or check data.manifest_dir")
+    if max_hours:
+        chosen = first_hours([CutSet.from_file(f) for f in files], max_hours)
+        print(f"data.train_hours={max_hours:g}: {len(chosen)} cuts, {sum(c.duration for c in chosen) / 3600:.1f} h "
+              f"of {', '.join(parts)}")
+        return CutSet.from_cuts(chosen)
     return CutSet.from_files([str(f) for f in files]) if len(files) > 1 else CutSet.from_file(files[0])
+
+
+def mono_audio(cut, sample_rate: int) -> np.ndarray:
+    """The cut's samples at `sample_rate`, (samples,) float32; a recording with several channels is
+    averaged into one (lhotse's own cut of a stereo file reads its first channel only)."""
+    cut = cut.resample(sample_rate)
+    return cut.recording.load_audio(offset=cut.start, duration=cut.duration).mean(axis=0)
 
 
 def collate(texts: list[torch.Tensor], codes: list[torch.Tensor]) -> dict:

@@ -1,11 +1,12 @@
 """Data preparation in stages, each skipped when its output exists (icefall-style, idempotent):
 
-  0. corpus     the toy corpus is synthesised when data.synthesise_toy_corpus is on; LibriTTS /
-                LibriSpeech is downloaded only with data.download=true
-  1. manifests  lhotse's prepare_libritts / prepare_librispeech for the configured parts
-  2. cuts       cuts with normalised transcripts, duration filter (data.min/max_duration_s);
-                empty transcripts and unreadable audio are counted, listed and skipped
-  3. tokens     the text token table (tokens.txt) from the training cuts
+  0. corpus     the toy corpus is synthesised when data.synthesise_toy_corpus is on; LibriSpeech /
+                LibriTTS is downloaded only with data.download=true
+  1. manifests  lhotse's prepare_librispeech / prepare_libritts for the configured parts
+  2. cuts       cuts with normalised transcripts, duration filter (data.min/max_duration_s); what
+                is left out (unreadable or unpaired audio, missing or empty transcripts, characters
+                the token set cannot spell) is counted, named and listed in skipped_<part>.txt
+  3. tokens     the text token table (tokens.txt)
   4. codes      EnCodec codes for every cut, stored with lhotse's NumpyHdf5Writer as a temporal
                 array `codes` (frames, codebooks) attached to each cut; shard by shard, resumable
 
@@ -13,11 +14,19 @@
 
 Output in data.manifest_dir: <corpus>_{recordings,supervisions}_<part>.jsonl.gz (lhotse),
 cuts_<part>.jsonl.gz, tokens.txt, codec.json, codes/<part>/shard-*.h5, cuts_codes_<part>.jsonl.gz.
+
+Each output has a record of the settings it was made with next to it (<name>.settings.json; for the
+codes, codec.json): before any work, a setting that differs from the record stops with one line that
+names it and says how to redo the stage. An output whose input was made again is made again (new
+cuts -> new codes). Final files are written to a temporary name and renamed, so a killed run never
+leaves a truncated file behind that the next run would take as finished.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import soundfile as sf
@@ -26,14 +35,112 @@ from common.config import ConfigError, cli_main, load_config, resolve_path
 from common.device import pick_device, set_cpu_threads
 from common.log import progress
 from valle_tts.codec import build_codec
-from valle_tts.text import TokenTable, normalize_transcript
+from valle_tts.data import mono_audio
+from valle_tts.text import CHARS, TokenTable, lost_characters, normalize_transcript
 
 SHARD_CUTS = 2000  # cuts per code shard: the unit of resumption
+MANIFEST_KINDS = ("recordings", "supervisions")
+ANOTHER_DIR = "or use another data.manifest_dir"
 
 
 def _parts(cfg_data) -> list[str]:
     return list(dict.fromkeys(cfg_data.train_parts + cfg_data.valid_parts + cfg_data.test_parts))
 
+
+def _manifest(out_dir: Path, corpus: str, kind: str, part: str) -> Path:
+    return out_dir / f"{corpus}_{kind}_{part}.jsonl.gz"
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yields a temporary path next to `path` (same suffixes: lhotse picks the format from them),
+    renamed over `path` when the block completes; removed if it does not."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- what each stage depends on, as config keys and values --------------------------------------
+
+def _manifest_settings(cfg_data) -> dict:
+    return {"data.corpus": cfg_data.corpus, "data.corpus_dir": str(resolve_path(cfg_data.corpus_dir))}
+
+
+def _cut_settings(cfg_data) -> dict:
+    return {"data.corpus": cfg_data.corpus, "data.min_duration_s": cfg_data.min_duration_s,
+            "data.max_duration_s": cfg_data.max_duration_s}
+
+
+def _token_settings(cfg_data) -> dict:
+    # character tokens are the normaliser's fixed alphabet; phonemes are those seen in the training parts
+    if cfg_data.text_tokens == "chars":
+        return {"data.text_tokens": "chars"}
+    return {"data.text_tokens": cfg_data.text_tokens, "data.train_parts": cfg_data.train_parts}
+
+
+def _codec_settings(cfg_codec) -> dict:
+    return {"codec.name": cfg_codec.name, "codec.bandwidth_kbps": cfg_codec.bandwidth_kbps,
+            "codec.pretrained": cfg_codec.pretrained}
+
+
+def _record_path(output: Path) -> Path:
+    """cuts_x.jsonl.gz -> cuts_x.settings.json, next to it."""
+    return output.with_name(output.name.split(".")[0] + ".settings.json")
+
+
+def _saved(output: Path) -> dict | None:
+    """{"settings": ..., "made_from": the record of the input} of `output`, None without a record."""
+    path = _record_path(output)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_record(output: Path, settings: dict, made_from: dict | None = None) -> None:
+    """Written before the output itself, so an output never exists without its record."""
+    with _atomic(_record_path(output)) as tmp:
+        tmp.write_text(json.dumps({"settings": settings, "made_from": made_from}, indent=1) + "\n")
+
+
+def _stop_if_changed(output: Path, saved: dict | None, given: dict, redo: str) -> None:
+    """One line naming the first setting in which `given` differs from the `saved` record of `output`."""
+    if saved is None:
+        raise ConfigError(f"{output} has no record of the settings it was made with (an older prepare.py made "
+                          f"it); delete {output.parent} to prepare it again, {ANOTHER_DIR}")
+    for key, value in given.items():
+        if saved.get(key) != value:
+            raise ConfigError(f"{key} changed: {output} was made with {key}={json.dumps(saved.get(key))}, the "
+                              f"config gives {json.dumps(value)}; {redo}")
+
+
+def check_settings(cfg_data, cfg_codec, out_dir: Path) -> None:
+    """Before any work: every output already in `out_dir` was made with the settings the config gives,
+    or one line names the first setting that differs and how to redo that stage."""
+    for part in _parts(cfg_data):
+        recordings = _manifest(out_dir, cfg_data.corpus, "recordings", part)
+        if recordings.is_file():
+            _stop_if_changed(recordings, (_saved(recordings) or {}).get("settings"),
+                             _manifest_settings(cfg_data),
+                             f"delete {_manifest(out_dir, cfg_data.corpus, '*', part)} to make the manifests of "
+                             f"{part} again (its cuts and codes follow), {ANOTHER_DIR}")
+        cuts = out_dir / f"cuts_{part}.jsonl.gz"
+        if cuts.is_file():
+            _stop_if_changed(cuts, (_saved(cuts) or {}).get("settings"), _cut_settings(cfg_data),
+                             f"delete it to make the cuts of {part} again (its codes follow), {ANOTHER_DIR}")
+    tokens = out_dir / "tokens.txt"
+    if tokens.is_file():
+        _stop_if_changed(tokens, (_saved(tokens) or {}).get("settings"), _token_settings(cfg_data),
+                         f"delete it to make it again, {ANOTHER_DIR}")
+    codec_record = out_dir / "codec.json"
+    if codec_record.is_file():
+        saved = {f"codec.{key}": value for key, value in json.loads(codec_record.read_text()).items()}
+        _stop_if_changed(codec_record, saved, _codec_settings(cfg_codec),
+                         f"the codes in {out_dir} come from that codec: delete {out_dir / 'codes'}, "
+                         f"{out_dir / 'cuts_codes_*.jsonl.gz'} and {codec_record} to make them again, {ANOTHER_DIR}")
+
+
+# --- the stages ---------------------------------------------------------------------------------
 
 def stage_corpus(cfg_data) -> Path:
     corpus_dir = resolve_path(cfg_data.corpus_dir)
@@ -42,9 +149,11 @@ def stage_corpus(cfg_data) -> Path:
         return write_corpus(corpus_dir)
     missing = [p for p in _parts(cfg_data) if not (corpus_dir / p).is_dir()]
     if missing and cfg_data.download:
-        from lhotse.recipes import download_librispeech, download_libritts
-        download = download_libritts if cfg_data.corpus == "libritts" else download_librispeech
-        download(corpus_dir.parent, dataset_parts=missing)
+        from lhotse import recipes
+        download = recipes.download_libritts if cfg_data.corpus == "libritts" else recipes.download_librispeech
+        landed = Path(download(corpus_dir.parent, dataset_parts=missing))
+        if landed != corpus_dir:  # lhotse unpacks into <parent>/LibriSpeech or <parent>/LibriTTS
+            raise ConfigError(f"the download went to {landed}; set data.corpus_dir={landed}")
         missing = [p for p in missing if not (corpus_dir / p).is_dir()]
     if missing:
         raise ConfigError(f"data.corpus_dir={corpus_dir} lacks {', '.join(missing)}; point it at a "
@@ -76,89 +185,126 @@ def _view_without(corpus_dir: Path, parts: list[str], bad: set[Path], view_dir: 
 
 
 def stage_manifests(cfg_data, corpus_dir: Path, out_dir: Path) -> None:
-    from lhotse.recipes import prepare_librispeech, prepare_libritts
-    parts = _parts(cfg_data)
-    if all((out_dir / f"{cfg_data.corpus}_{kind}_{p}.jsonl.gz").is_file()
-           for p in parts for kind in ("recordings", "supervisions")):
+    from lhotse import recipes
+    corpus = cfg_data.corpus
+    todo = [p for p in _parts(cfg_data)
+            if not all(_manifest(out_dir, corpus, kind, p).is_file() for kind in MANIFEST_KINDS)]
+    if not todo:
         return
+    recipe = recipes.prepare_libritts if corpus == "libritts" else recipes.prepare_librispeech
+    made = out_dir / "recipe_output"  # lhotse writes here; each finished file is then moved into place
 
-    def recipe(root):
-        if cfg_data.corpus == "libritts":
-            prepare_libritts(root, dataset_parts=parts, output_dir=out_dir, num_jobs=cfg_data.num_jobs)
-        else:
-            prepare_librispeech(root, dataset_parts=parts, output_dir=out_dir, num_jobs=cfg_data.num_jobs)
+    def run(root):
+        shutil.rmtree(made, ignore_errors=True)
+        recipe(root, dataset_parts=todo, output_dir=made, num_jobs=cfg_data.num_jobs)
     try:
-        recipe(corpus_dir)
+        run(corpus_dir)
     except Exception:  # lhotse stops at the first audio file it cannot read or that is empty: find them all
-        bad = {p: why for part in parts for p, why in _unreadable_audio(corpus_dir / part).items()}
+        bad = {p: why for part in todo for p, why in _unreadable_audio(corpus_dir / part).items()}
         if not bad:
             raise
         listing = out_dir / "skipped_unreadable.txt"
         listing.write_text("".join(f"{p}\t{why}\n" for p, why in bad.items()))
         print(f"skipping {len(bad)} unreadable audio file(s) (listed in {listing}): "
               + ", ".join(f"{p} ({why})" for p, why in bad.items()))
-        recipe(_view_without(corpus_dir, parts, set(bad), out_dir / "corpus_view"))
+        run(_view_without(corpus_dir, todo, set(bad), out_dir / "corpus_view"))
+    for part in todo:
+        _write_record(_manifest(out_dir, corpus, "recordings", part), _manifest_settings(cfg_data))
+        for kind in MANIFEST_KINDS:
+            os.replace(_manifest(made, corpus, kind, part), _manifest(out_dir, corpus, kind, part))
+    shutil.rmtree(made)
+
+
+def _unpaired(part_dir: Path, supervised: set[str]) -> list[tuple[str, str]]:
+    """(audio file or utterance id, why) for what lhotse's recipe leaves out without a word: audio
+    without a transcript row, transcript rows without audio, and transcribed audio the recipe skipped
+    (unreadable, or excluded by the recipe itself). Recording ids are the audio files' stems."""
+    audio = {p.stem: p for ext in ("*.wav", "*.flac") for p in part_dir.rglob(ext) if not p.name.startswith("._")}
+    rows = {line.split(maxsplit=1)[0] for path in part_dir.rglob("*.trans.t*") if not path.name.startswith("._")
+            for line in path.read_text().splitlines() if line.strip()}
+    return ([(str(audio[i]), "audio file without a transcript row") for i in sorted(audio.keys() - rows)]
+            + [(i, "transcript row without audio") for i in sorted(rows - audio.keys())]
+            + [(str(audio[i]), "transcribed audio left out of lhotse's manifest")
+               for i in sorted((audio.keys() & rows) - supervised)])
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
 
 
 def stage_cuts(cfg_data, out_dir: Path) -> None:
     from lhotse import CutSet, RecordingSet, SupervisionSet
-    prefix = cfg_data.corpus
+    corpus_dir = resolve_path(cfg_data.corpus_dir)
     for part in _parts(cfg_data):
         target = out_dir / f"cuts_{part}.jsonl.gz"
+        recordings_file = _manifest(out_dir, cfg_data.corpus, "recordings", part)
+        made_from = _saved(recordings_file)
         if target.is_file():
-            continue
-        recordings = RecordingSet.from_file(out_dir / f"{prefix}_recordings_{part}.jsonl.gz").to_eager()
-        supervisions = SupervisionSet.from_file(out_dir / f"{prefix}_supervisions_{part}.jsonl.gz")
+            if (_saved(target) or {}).get("made_from") == made_from:
+                continue
+            print(f"{part}: its manifests were made again since its cuts were; making the cuts again")
+        recordings = RecordingSet.from_file(recordings_file).to_eager()
+        supervisions = SupervisionSet.from_file(_manifest(out_dir, cfg_data.corpus, "supervisions", part)).to_eager()
         for recording in recordings:  # a symlink view (see stage_manifests) -> the real file
             for source in recording.sources:
                 source.source = os.path.realpath(source.source)
         cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
             keep_overlapping=False)
-        kept, empty, out_of_range, total = [], [], 0, 0
+        kept, out_of_range, total = [], 0, 0
+        skipped = []  # (cut id or audio file, why, detail) -> the summary line and skipped_<part>.txt
         for cut in cuts:
             total += 1
-            text = normalize_transcript(cut.supervisions[0].text or "")
-            if not text:
-                empty.append(cut.id)
-                continue
-            if not cfg_data.min_duration_s <= cut.duration <= cfg_data.max_duration_s:
+            raw = cut.supervisions[0].text or ""
+            text, lost = normalize_transcript(raw), lost_characters(raw)
+            if lost:
+                skipped.append((cut.id, "with characters the token set cannot spell", lost))
+            elif not text:
+                skipped.append((cut.id, "with an empty transcript", ""))
+            elif not cfg_data.min_duration_s <= cut.duration <= cfg_data.max_duration_s:
                 out_of_range += 1
-                continue
-            cut.supervisions[0].text = text
-            kept.append(cut)
-        print(f"{part}: kept {len(kept)} of {total} cuts; {out_of_range} outside "
-              f"[{cfg_data.min_duration_s}, {cfg_data.max_duration_s}] s; {len(empty)} with an empty "
-              f"transcript" + (f": {', '.join(empty)}" if empty else ""))
+            else:
+                cut.supervisions[0].text = text
+                kept.append(cut)
+        supervised = {s.recording_id for s in supervisions}
+        skipped += [(name, why, "") for name, why in _unpaired(corpus_dir / part, supervised)]
+        skipped_file = out_dir / f"skipped_{part}.txt"
+        skipped_file.unlink(missing_ok=True)
+        if skipped:
+            skipped_file.write_text("".join(f"{name}\t{why}{': ' + detail if detail else ''}\n"
+                                            for name, why, detail in skipped))
+        by_why: dict[str, list[str]] = {}
+        for name, why, detail in skipped:
+            by_why.setdefault(why, []).append(f"{name} ({detail})" if detail else name)
+        print(f"{part}: kept {len(kept)} of {total} cuts ({sum(c.duration for c in kept) / 3600:.2f} h); "
+              f"{out_of_range} outside [{cfg_data.min_duration_s}, {cfg_data.max_duration_s}] s"
+              + "".join(f"; {len(names)} {why}: {_some(names)}" for why, names in by_why.items())
+              + (f" (all listed in {skipped_file})" if skipped else ""))
+        multichannel = [c.id for c in kept if c.recording.num_channels > 1]
+        if multichannel:
+            print(f"{part}: {len(multichannel)} recording(s) with more than one channel, averaged into one "
+                  f"(downmix) for the codes: {_some(multichannel)}")
         if not kept:
             raise ConfigError(f"{part}: no cut left after filtering; check data.corpus_dir and "
                               f"data.min_duration_s / data.max_duration_s")
-        CutSet.from_cuts(kept).to_file(target)
+        _write_record(target, _cut_settings(cfg_data), made_from)
+        with _atomic(target) as tmp:
+            CutSet.from_cuts(kept).to_file(tmp)
 
 
 def stage_tokens(cfg_data, out_dir: Path) -> None:
     from lhotse import CutSet
     target = out_dir / "tokens.txt"
-    if target.is_file():
+    if target.is_file():  # made with the same settings: check_settings
         return
-    texts = (c.supervisions[0].text for part in cfg_data.train_parts
-             for c in CutSet.from_file(out_dir / f"cuts_{part}.jsonl.gz"))
-    table = TokenTable.build(texts, cfg_data.text_tokens)
-    table.save(target)
-    print(f"token table: {len(table)} {cfg_data.text_tokens} tokens -> {target}")
-
-
-def _check_codec_record(out_dir: Path, cfg_codec) -> None:
-    """Codes of a random-weight codec must never be mixed with (or mistaken for) real ones."""
-    record = {"name": cfg_codec.name, "bandwidth_kbps": cfg_codec.bandwidth_kbps,
-              "pretrained": cfg_codec.pretrained}
-    path = out_dir / "codec.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored != record:
-            raise ConfigError(f"{out_dir} holds codes from codec {stored}, but the config asks for {record}; "
-                              f"use another data.manifest_dir or make codec.* match")
+    if cfg_data.text_tokens == "chars":
+        table = TokenTable.build([CHARS], "chars")
     else:
-        path.write_text(json.dumps(record) + "\n")
+        table = TokenTable.build((c.supervisions[0].text for part in cfg_data.train_parts
+                                  for c in CutSet.from_file(out_dir / f"cuts_{part}.jsonl.gz")), cfg_data.text_tokens)
+    _write_record(target, _token_settings(cfg_data))
+    with _atomic(target) as tmp:
+        table.save(tmp)
+    print(f"token table: {len(table)} {cfg_data.text_tokens} tokens -> {target}")
 
 
 def _duration_batches(cuts: list, max_seconds: float):
@@ -177,16 +323,27 @@ def stage_codes(cfg_data, cfg_codec, out_dir: Path, device) -> None:
     import torch
     from lhotse import CutSet
     from lhotse.features.io import NumpyHdf5Writer
-    _check_codec_record(out_dir, cfg_codec)
-    todo = [p for p in _parts(cfg_data) if not (out_dir / f"cuts_codes_{p}.jsonl.gz").is_file()]
+    todo = []
+    for part in _parts(cfg_data):
+        final, shard_dir = out_dir / f"cuts_codes_{part}.jsonl.gz", out_dir / "codes" / part
+        made_from = _saved(out_dir / f"cuts_{part}.jsonl.gz")
+        if (final.is_file() or shard_dir.is_dir()) and (_saved(final) or {}).get("made_from") != made_from:
+            print(f"{part}: the cuts changed since their codes were made; making the codes again")
+            final.unlink(missing_ok=True)
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        if not final.is_file():
+            todo.append(part)
     if not todo:
         return
     codec = build_codec(cfg_codec, device)
     if not cfg_codec.pretrained:
         print("NOTE: codec.pretrained=false: codes come from a RANDOMLY INITIALISED EnCodec "
               "(demo/tests only; its audio is not speech)")
+    codec_record = out_dir / "codec.json"
     for part in todo:
-        cuts = sorted(CutSet.from_file(out_dir / f"cuts_{part}.jsonl.gz"), key=lambda c: c.id)
+        cuts_file, final = out_dir / f"cuts_{part}.jsonl.gz", out_dir / f"cuts_codes_{part}.jsonl.gz"
+        cuts = sorted(CutSet.from_file(cuts_file), key=lambda c: c.id)
+        _write_record(final, _codec_settings(cfg_codec), _saved(cuts_file))  # also describes the shards
         shard_dir = out_dir / "codes" / part
         shard_dir.mkdir(parents=True, exist_ok=True)
         shards = [cuts[i:i + SHARD_CUTS] for i in range(0, len(cuts), SHARD_CUTS)]
@@ -199,7 +356,7 @@ def stage_codes(cfg_data, cfg_codec, out_dir: Path, device) -> None:
             coded = []
             with NumpyHdf5Writer(shard_dir / f"shard-{index:05d}.h5", mode="w") as writer:
                 for batch in _duration_batches(shard, cfg_codec.batch_seconds):
-                    waves = [torch.from_numpy(c.resample(codec.sample_rate).load_audio()[0]) for c in batch]
+                    waves = [torch.from_numpy(mono_audio(c, codec.sample_rate)) for c in batch]
                     lengths = torch.tensor([len(w) for w in waves])
                     padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
                     for cut, codes in zip(batch, codec.encode(padded, lengths)):
@@ -208,19 +365,24 @@ def stage_codes(cfg_data, cfg_codec, out_dir: Path, device) -> None:
                                                    start=0)
                         coded.append(cut.with_custom("codes", array))
                     bar.update(len(batch))
-            tmp = shard_dir / f".cuts-{index:05d}.jsonl.gz.tmp.jsonl.gz"
-            CutSet.from_cuts(coded).to_file(tmp)
-            tmp.replace(done)
+            if not codec_record.is_file():  # the first codes exist: from now on the folder is this codec's
+                with _atomic(codec_record) as tmp:
+                    tmp.write_text(json.dumps({k.split(".", 1)[1]: v for k, v in _codec_settings(cfg_codec).items()})
+                                   + "\n")
+            with _atomic(done) as tmp:
+                CutSet.from_cuts(coded).to_file(tmp)
         bar.close()
         combined = [c for i in range(len(shards)) for c in CutSet.from_file(shard_dir / f"cuts-{i:05d}.jsonl.gz")]
-        CutSet.from_cuts(combined).to_file(out_dir / f"cuts_codes_{part}.jsonl.gz")
-        print(f"{part}: codes for {len(combined)} cuts -> {out_dir / f'cuts_codes_{part}.jsonl.gz'}")
+        with _atomic(final) as tmp:
+            CutSet.from_cuts(combined).to_file(tmp)
+        print(f"{part}: codes for {len(combined)} cuts -> {final}")
 
 
 def run_stages(cfg_data, cfg_codec, device) -> Path:
     """Run every unfinished stage; returns data.manifest_dir."""
     out_dir = resolve_path(cfg_data.manifest_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_settings(cfg_data, cfg_codec, out_dir)
     corpus_dir = stage_corpus(cfg_data)
     stage_manifests(cfg_data, corpus_dir, out_dir)
     stage_cuts(cfg_data, out_dir)

@@ -9,22 +9,58 @@ import re
 import shutil
 import subprocess
 import unicodedata
+from decimal import Decimal
 from pathlib import Path
+
+from num2words import num2words
 
 from common.config import ConfigError
 
 PAD, UNK = "<pad>", "<unk>"
 SPACE = "▁"  # stands for " " in tokens.txt, whose lines are whitespace-separated
-_KEEP = re.compile(r"[^a-z' ,.?!-]")
+CHARS = "abcdefghijklmnopqrstuvwxyz' ,.?!-"  # what normalize_transcript keeps: the character tokens
+_NOT_KEPT = re.compile(f"[^{re.escape(CHARS)}]")
+# letters that NFKD does not split into an ASCII letter and an accent, symbols read as words, and
+# double quotes, which are dropped (other characters outside CHARS become spaces)
+_SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O",
+                          "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+                          "ı": "i", "\u2019": "'", "\u2018": "'", "`": "'", "%": " percent ", "&": " and ",
+                          **dict.fromkeys('"\u201c\u201d\u201e\u00ab\u00bb')})
+_NUMBER = re.compile(r"(\d+(?:,\d{3})*)(\.\d+)?(?:(st|nd|rd|th)\b)?", re.IGNORECASE)
+
+
+def _number_words(match: re.Match) -> str:
+    """1,250 -> one thousand two hundred and fifty; 3.5 -> three point five; 2nd -> second."""
+    whole, fraction, ordinal = match.groups()
+    if ordinal and not fraction:
+        words = num2words(int(whole.replace(",", "")), to="ordinal")
+    else:
+        words = num2words(Decimal(whole.replace(",", "") + (fraction or "")))
+    return f" {words.replace(',', '')} "
+
+
+def _spelled_out(text: str) -> str:
+    """Accents split off and dropped (café -> cafe), letters without an ASCII form transliterated
+    (straße -> strasse), numbers as English words; characters with no spelling are left as they are."""
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return _NUMBER.sub(_number_words, text.translate(_SPELLED))
 
 
 def normalize_transcript(text: str) -> str:
-    """Lower case, ASCII letters/apostrophe/basic punctuation, single spaces:
-    "Mr. Smith’s  CAT!" -> "mr. smith's cat!"."""
-    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    text = _KEEP.sub(" ", text)
-    return re.sub(r"\s+", " ", text).strip()
+    """Lower case, numbers as English words, accents and letters transliterated to ASCII, only the
+    characters of CHARS kept, single spaces: "Mr. Smith’s  2 CATS!" -> "mr. smith's two cats!".
+    What cannot be spelled (北京, $) is dropped: `lost_characters` names it."""
+    text = re.sub(r"\s+", " ", _NOT_KEPT.sub(" ", _spelled_out(text).lower())).strip()
+    return re.sub(r" ([,.?!])", r"\1", text)  # "number two ." -> "number two."
+
+
+def lost_characters(text: str) -> str:
+    """The letters, digits and symbols of `text` that normalize_transcript drops because they have
+    no spelling in CHARS, each once, in order: "The café in 北京 cost $5" -> "北京$" (punctuation and
+    spacing are not content and are not listed)."""
+    lost = (c for c in _spelled_out(text)
+            if unicodedata.category(c)[0] in "LNS" and not (c.isascii() and c.isalnum()))
+    return "".join(dict.fromkeys(lost))
 
 
 def espeak_phonemes(text: str, language: str = "en-us") -> list[str]:

@@ -132,7 +132,8 @@ def main(argv=None):
     if dist_info.is_main:  # the run keeps its own copy: synthesis must use the table it was trained with
         tokens.save(run_dir / "tokens.txt")
     dataset = CodesDataset(tokens)
-    train_sampler = make_sampler(load_cuts(manifest_dir, cfg.data.train_parts), cfg.data, shuffle=True,
+    train_cuts = load_cuts(manifest_dir, cfg.data.train_parts, cfg.data.train_hours)
+    train_sampler = make_sampler(train_cuts, cfg.data, shuffle=True,
                                  seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     valid_sampler = make_sampler(load_cuts(manifest_dir, cfg.data.valid_parts), cfg.data, shuffle=False,
                                  seed=0, rank=dist_info.rank, world_size=dist_info.world_size)

@@ -10,7 +10,7 @@ import torch
 from common.config import ConfigError
 from valle_tts.data import collate
 from valle_tts.models.valle import VALLE, ARModel, ModelConfig, NARModel, lengths_mask, sample_token
-from valle_tts.text import TokenTable, normalize_transcript
+from valle_tts.text import CHARS, TokenTable, lost_characters, normalize_transcript
 
 CFG = ModelConfig(d_model=32, num_layers=2, num_heads=2, dropout=0.0, codebook_size=16, num_codebooks=4)
 
@@ -18,6 +18,26 @@ CFG = ModelConfig(d_model=32, num_layers=2, num_heads=2, dropout=0.0, codebook_s
 def test_normalize_transcript():
     assert normalize_transcript("  Mr. Smith’s   CAT; “ran”!\n") == "mr. smith's cat ran!"
     assert normalize_transcript("«»") == ""
+
+
+@pytest.mark.parametrize("raw, normalised, lost", [
+    ("The café in 北京 cost 100 euros", "the cafe in cost one hundred euros", "北京"),
+    ("Œuvre, Straße; Łódź and Ørsted", "oeuvre, strasse lodz and orsted", ""),
+    ("1,250 people, 3.5 m, the 2nd try: 40% & 21st", "one thousand two hundred and fifty people, three point "
+     "five m, the second try forty percent and twenty-first", ""),
+    ("It cost $5 (£3)", "it cost five three", "$£"),
+])
+def test_numbers_and_foreign_letters_are_spelled_not_dropped(raw, normalised, lost):
+    assert normalize_transcript(raw) == normalised
+    assert lost_characters(raw) == lost
+    assert set(normalised) <= set(CHARS)
+
+
+def test_character_tokens_are_the_normaliser_alphabet():
+    table = TokenTable.build([CHARS])
+    assert len(table) == 2 + len(CHARS)
+    assert table.decode(table.encode(normalize_transcript("Hello, world: 7 o'clock?"))) == \
+        "hello, world seven o'clock?"
 
 
 def test_token_table_round_trip(tmp_path):
