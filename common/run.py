@@ -105,7 +105,8 @@ def _strict_json(value):
     return value
 
 
-def _write_json(path: Path, record: dict) -> None:
+def write_json(path: Path, record: dict) -> None:
+    """Strict JSON (see _strict_json), written to a temporary file and renamed: never half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_strict_json(record), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
@@ -115,7 +116,7 @@ def write_summary(run_dir: str | Path, model: str, metrics: dict, status: str = 
     """summary.json: the run's headline numbers (read by `make demo` and common.sweep). Strict JSON,
     with `status`: finished | diverged."""
     path = Path(run_dir) / "summary.json"
-    _write_json(path, {"model": model, "status": status, "metrics": metrics, **extra})
+    write_json(path, {"model": model, "status": status, "metrics": metrics, **extra})
     return path
 
 
@@ -124,7 +125,7 @@ def update_summary(run_dir: str | Path, **fields) -> Path:
     path = Path(run_dir) / "summary.json"
     record = read_summary(run_dir) or {}
     record.update(fields)
-    _write_json(path, record)
+    write_json(path, record)
     return path
 
 

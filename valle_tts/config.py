@@ -28,7 +28,9 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class SynthConfig:
-    prompt_s: float = bounded(3.0, gt=0)               # acoustic prompt length
+    # evaluation prompts: continuation = the first prompt_s of the utterance; cross-utterance = a
+    # whole other utterance of at most prompt_s (the shortest one when none is that short)
+    prompt_s: float = bounded(3.0, gt=0)
     temperature: float = bounded(1.0, ge=0)            # AR sampling; 0 = greedy
     top_k: int = bounded(50, ge=0)                     # 0: off
     top_p: float = bounded(1.0, gt=0, le=1)            # 1: off
@@ -38,6 +40,7 @@ class SynthConfig:
     ras_window: int = bounded(0, ge=0)
     ras_ratio: float = bounded(0.5, ge=0, le=1)
     seed: int = 0
+    batch_size: int = bounded(16, ge=1)                # utterances the AR and NAR decode together
 
 
 @dataclasses.dataclass
@@ -46,7 +49,7 @@ class EvalConfig:
     min_duration_s: float = bounded(4.0, ge=0)  # the paper's 4-10 s test-clean subset
     max_duration_s: float = bounded(10.0, gt=0)
     max_utterances: int = bounded(0, ge=0)      # 0: all of the list
-    list_seed: int = 0                          # fixes the cross-utterance prompt choice (saved to eval_list.json)
+    list_seed: int = 0                          # fixes the cross-utterance prompt choice (eval_list_seed<N>.json)
     asr_model: str = "medium.en"                # openai-whisper model name
     speaker_model: str = "speechbrain/spkrec-ecapa-voxceleb"
     # random_scorers: randomly initialised whisper / ECAPA of the real classes (demo and tests only:
@@ -55,6 +58,9 @@ class EvalConfig:
     asr_max_tokens: int = bounded(200, ge=1)    # whisper decoding length limit per utterance
     save_wavs: int = bounded(8, ge=0)           # synthesised wavs kept per mode (eval/wavs/)
     reference_rows: bool = True                 # also score the ground truth and its codec resynthesis
+    # utterances of the list synthesised, scored and appended to per_utterance.csv together (up to
+    # 4 rows each): bounds memory, and an interrupted evaluation redoes at most one batch
+    batch_size: int = bounded(16, ge=1)
 
 
 @dataclasses.dataclass

@@ -2,24 +2,34 @@
 
     python -m valle_tts.evaluate runs/valle_tts/base_100h [--nar RUN] [eval.asr_model=small ...]
 
-The list: test utterances of eval.min..max_duration_s (the paper: 4-10 s of test-clean) with, for
-cross-utterance mode, another utterance of the same speaker as prompt (chosen with eval.list_seed);
-saved once as <manifest_dir>/eval_list_seed<seed>.json, so every model is scored on the same pairs.
-Modes: continuation (prompt = the first synth.prompt_s seconds of the utterance; text = its whole
-transcript) and cross (prompt = synth.prompt_s of the other utterance; text = its transcript + the
-target's). Reference rows: the ground truth and its codec resynthesis. Similarity is the cosine
-between ECAPA embeddings of the scored audio and of the prompt audio.
+The list, <manifest_dir>/eval_list_seed<seed>.json (built once, built again when a setting it depends
+on changes): test utterances of eval.min..max_duration_s (the paper: 4-10 s of test-clean), each with
+a cross-utterance prompt - another whole utterance of the same speaker of at most synth.prompt_s
+seconds, drawn with eval.list_seed (the speaker's shortest other utterance when none is that short;
+none when the speaker has no other test utterance: then its cross row is missing, counted and named).
+Rows per utterance:
+- ground_truth and codec_resynthesis (its stored codes decoded): the recording and the codec's ceiling;
+- valle/continuation: prompt = the first synth.prompt_s of the utterance (codes and the same audio),
+  text = its whole transcript; whisper hears the prompt audio followed by the generated audio and is
+  scored against the whole transcript;
+- valle/cross: prompt = the whole prompt utterance, text = its transcript + the target's; whisper hears
+  the generated audio only, scored against the target's transcript.
+Similarity: ECAPA cosine between the row's audio (generated part only) and its prompt audio; the
+reference rows are compared with the cross prompt utterance, never with themselves.
 
-Writes eval/per_utterance.csv, eval/results.csv, eval/wavs/, and summary.json in the run folder.
+Scaling: eval.batch_size utterances at a time are synthesised, scored and appended to
+eval/per_utterance.csv (whole lines, flushed and fsynced). A rerun with the same settings
+(eval/settings.json) skips the rows already there, so an interrupted evaluation - kill -9 included -
+continues where it stopped; other settings start it over. results.csv and summary.json are summed
+from per_utterance.csv read as a stream.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
-import random
-import resource
-import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,52 +38,74 @@ import torch
 
 from common.config import ConfigError, cli_main, resolve_path
 from common.device import pick_device
-from common.run import write_summary
+from common.run import write_json, write_summary
 from valle_tts.codec import build_codec
-from valle_tts.data import load_cuts
-from valle_tts.scoring import SCORER_RATE, SpeakerEmbedder, load_whisper, transcribe, word_error_rate
-from valle_tts.synthesize import load_model, synthesize
+from valle_tts.data import load_cuts, mono_audio
+from valle_tts.scoring import SCORER_RATE, RowLog, SpeakerEmbedder, load_whisper, peak_rss_mb, score_rows, summarise
+from valle_tts.synthesize import attach_nar, load_model, model_text, synthesize_batch
+
+MODES = ("continuation", "cross")
 
 
-def build_eval_list(cuts, min_s: float, max_s: float, seed: int) -> list[dict]:
-    """[{id, text, speaker, prompt_id}] for cuts of min_s..max_s seconds; prompt_id: another listed
-    cut of the same speaker, None when the speaker has a single one (cross-utterance skips it)."""
-    chosen = sorted((c for c in cuts if min_s <= c.duration <= max_s), key=lambda c: c.id)
-    by_speaker: dict[str, list[str]] = {}
-    for c in chosen:
-        by_speaker.setdefault(c.supervisions[0].speaker, []).append(c.id)
-    rng = random.Random(seed)
+def build_eval_list(cuts, min_s: float, max_s: float, prompt_s: float, seed: int) -> list[dict]:
+    """[{id, text, speaker, duration_s, prompt_id, prompt_text, prompt_s}] for the cuts of min_s..max_s
+    seconds (sorted by id). The cross-utterance prompt: one of the speaker's other cuts (listed or not)
+    of at most prompt_s seconds, drawn with `seed`; else the shortest other one; None when there is none."""
+    by_speaker: dict[str, list] = {}
+    for cut in sorted(cuts, key=lambda c: c.id):
+        by_speaker.setdefault(cut.supervisions[0].speaker, []).append(cut)
+    rng = np.random.default_rng(seed)
     items = []
-    for c in chosen:
-        speaker = c.supervisions[0].speaker
-        others = [i for i in by_speaker[speaker] if i != c.id]
-        items.append({"id": c.id, "text": c.supervisions[0].text, "speaker": speaker,
-                      "prompt_id": rng.choice(others) if others else None})
+    for cut in sorted((c for c in cuts if min_s <= c.duration <= max_s), key=lambda c: c.id):
+        speaker = cut.supervisions[0].speaker
+        others = [c for c in by_speaker[speaker] if c.id != cut.id]
+        short = [c for c in others if c.duration <= prompt_s]
+        prompt = short[rng.integers(len(short))] if short else min(others, key=lambda c: c.duration, default=None)
+        items.append({"id": cut.id, "text": cut.supervisions[0].text, "speaker": speaker, "duration_s": cut.duration,
+                      "prompt_id": prompt.id if prompt else None,
+                      "prompt_text": prompt.supervisions[0].text if prompt else None,
+                      "prompt_s": prompt.duration if prompt else None})
     return items
 
 
-def eval_list(cfg, manifest_dir: Path, cuts) -> list[dict]:
+def eval_list(cfg, manifest_dir: Path, cuts) -> tuple[Path, list[dict], dict]:
+    """(path, items, settings) of the saved list; built when missing or made with other settings."""
+    settings = {"test_parts": cfg.data.test_parts, "eval.min_duration_s": cfg.eval.min_duration_s,
+                "eval.max_duration_s": cfg.eval.max_duration_s, "synth.prompt_s": cfg.synth.prompt_s,
+                "eval.list_seed": cfg.eval.list_seed,
+                "test cuts (crc32 of ids and durations)": zlib.crc32(
+                    "\n".join(f"{c.id} {c.duration}" for c in sorted(cuts, key=lambda c: c.id)).encode())}
     path = manifest_dir / f"eval_list_seed{cfg.eval.list_seed}.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    items = build_eval_list(cuts, cfg.eval.min_duration_s, cfg.eval.max_duration_s, cfg.eval.list_seed)
+        saved = json.loads(path.read_text())
+        saved_settings = saved.get("settings", {}) if isinstance(saved, dict) else {}
+        if saved_settings == settings:
+            return path, saved["items"], settings
+        changed = [k for k in settings if saved_settings.get(k) != settings[k]]
+        print(f"{path} was built with other settings ({', '.join(changed)}); building it again")
+    items = build_eval_list(cuts, cfg.eval.min_duration_s, cfg.eval.max_duration_s, cfg.synth.prompt_s,
+                            cfg.eval.list_seed)
     if not items:
         raise ConfigError(f"no test utterance of {cfg.eval.min_duration_s}-{cfg.eval.max_duration_s} s in "
                           f"{cfg.data.test_parts}; change eval.min_duration_s / eval.max_duration_s")
-    path.write_text(json.dumps(items, indent=1) + "\n")
+    write_json(path, {"settings": settings, "items": items})
     print(f"evaluation list: {len(items)} utterances -> {path}")
-    return items
+    return path, items, settings
 
 
 def prompt_for(mode: str, item: dict, cuts, rate: int, prompt_s: float, frame_rate_hz: float):
-    """(prompt codes (P, Q), prompt wave at `rate`, text the model reads) for one list item.
+    """(prompt codes (P, Q), prompt wave at `rate`, text the model reads) for one list item; the
+    wave and the text are exactly the speech of the codes.
     continuation: the first prompt_s of the utterance itself and its whole transcript;
-    cross: prompt_s of another utterance of the speaker, its transcript + the target's."""
-    source = cuts[item["id"]] if mode == "continuation" else cuts[item["prompt_id"]]
-    codes = torch.from_numpy(source.load_codes().astype("int64"))[:int(prompt_s * frame_rate_hz)]
-    wave = source.resample(rate).load_audio()[0][:int(prompt_s * rate)]
-    text = item["text"] if mode == "continuation" else f"{source.supervisions[0].text} {item['text']}"
-    return codes, wave, text
+    cross: the whole prompt utterance, its transcript + the target's."""
+    if mode == "continuation":
+        cut = cuts[item["id"]]
+        codes = torch.from_numpy(cut.load_codes().astype("int64"))[:int(prompt_s * frame_rate_hz)]
+        wave = mono_audio(cut, rate)[:round(len(codes) * rate / frame_rate_hz)]
+        return codes, wave, item["text"]
+    cut = cuts[item["prompt_id"]]
+    text = model_text(item["prompt_text"], item["text"], (f"transcript of {cut.id}", f"transcript of {item['id']}"))
+    return torch.from_numpy(cut.load_codes().astype("int64")), mono_audio(cut, rate), text
 
 
 def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
@@ -83,15 +115,62 @@ def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
     return AF.resample(torch.as_tensor(wave, dtype=torch.float32), rate, SCORER_RATE).numpy()
 
 
-def score_rows(rows: list[dict], whisper_model, embedder, max_tokens: int) -> None:
-    """Fill hyp / wer / sim of rows holding `audio_16k`, `prompt_16k` and `text`."""
-    hyps = transcribe(whisper_model, [r["audio_16k"] for r in rows], max_tokens) if rows else []
-    _, per_utt = word_error_rate([r["text"] for r in rows], hyps)
-    for row, hyp, wer in zip(rows, hyps, per_utt):
-        # an empty synthesis (the AR stopped at once) has no voice: similarity 0
-        voice = row.get("voice_16k", row["audio_16k"])
-        sim = embedder.similarity(voice, row["prompt_16k"]) if len(voice) else 0.0
-        row.update(hyp=hyp, wer=wer, sim=sim)
+def batch_rows(items: list[dict], first_index: int, cuts, model, tokens, codec, cfg, generator,
+               wav_dir: Path) -> list[dict]:
+    """The unscored rows of a batch of list items (ROW_FIELDS + 16 kHz audio for score_rows), in
+    list order: reference rows, then the modes. Both modes of the batch are synthesised together."""
+    rate = codec.sample_rate
+    rows: dict[str, list[dict]] = {item["id"]: [] for item in items}
+    requests = []
+    for index, item in enumerate(items, first_index):
+        if cfg.eval.reference_rows:
+            cut = cuts[item["id"]]
+            other = mono_audio(cuts[item["prompt_id"]], rate) if item["prompt_id"] else None
+            resynth = codec.decode(torch.from_numpy(cut.load_codes().astype("int64")).T[None])[0].numpy()
+            for system, audio in (("ground_truth", mono_audio(cut, rate)), ("codec_resynthesis", resynth)):
+                rows[item["id"]].append({"system": system, "mode": "-", "id": item["id"], "text": item["text"],
+                                         "prompt_id": item["prompt_id"] or "", "prompt_s": item["prompt_s"] or "",
+                                         "audio_16k": to_16k(audio, rate),
+                                         "prompt_16k": None if other is None else to_16k(other, rate)})
+        for mode in cfg.eval.modes:
+            if mode == "cross" and item["prompt_id"] is None:
+                continue  # counted and named by main
+            codes, wave, text = prompt_for(mode, item, cuts, rate, cfg.synth.prompt_s, codec.frame_rate_hz)
+            requests.append((index, item, mode, codes, wave, text))
+    results = synthesize_batch(model, tokens, codec, [(text, codes) for *_, codes, _, text in requests], cfg.synth,
+                               generator)
+    for (index, item, mode, _, prompt_wave, _), result in zip(requests, results):
+        # continuation: whisper hears the ground-truth prompt and the continuation, as one utterance
+        audio = np.concatenate([prompt_wave, result.wave]) if mode == "continuation" else result.wave
+        if index < cfg.eval.save_wavs:
+            sf.write(wav_dir / f"{item['id']}_{mode}.wav", audio, rate)
+        rows[item["id"]].append({
+            "system": "valle", "mode": mode, "id": item["id"], "text": item["text"],
+            "prompt_id": item["id"] if mode == "continuation" else item["prompt_id"],
+            "prompt_s": round(len(prompt_wave) / rate, 3), "stopped": int(result.stopped), "frames": len(result.codes),
+            "synth_s": round(result.seconds, 4), "audio_s": round(len(result.wave) / rate, 4),
+            "audio_16k": to_16k(audio, rate), "voice_16k": to_16k(result.wave, rate),
+            "prompt_16k": to_16k(prompt_wave, rate)})  # similarity of the generated audio only
+    return [row for item in items for row in rows[item["id"]]]
+
+
+def checkpoint_identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()} ({stat.st_size} bytes, modified {stat.st_mtime_ns})"
+
+
+def resume_or_start(out_dir: Path, settings: dict) -> RowLog:
+    """per_utterance.csv to continue when eval/settings.json says it was made with `settings`;
+    otherwise it is removed and the settings recorded, so that rows of two settings never mix."""
+    log, path = RowLog(out_dir / "per_utterance.csv"), out_dir / "settings.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved != settings:
+        if log.path.is_file():
+            changed = [k for k in settings if saved.get(k) != settings[k]]
+            print(f"{log.path} holds rows made with other settings ({', '.join(changed)}); evaluating from the start")
+            log.path.unlink()
+        write_json(path, settings)
+    return log
 
 
 @cli_main
@@ -100,25 +179,32 @@ def main(argv=None):
     parser.add_argument("run", help="run folder or checkpoint (AR, and NAR unless --nar)")
     parser.add_argument("--nar", help="run folder or checkpoint of a separately trained NAR")
     parser.add_argument("--list-only", action="store_true", help="build and save the evaluation list, then stop")
-    parser.add_argument("overrides", nargs="*", help="eval.*/synth.*/run.* settings")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="eval.*/synth.*/data.*/run.* settings")
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     device = pick_device("auto")
-    cfg, model, tokens, run_dir = load_model(args.run, device, args.overrides)
-    if args.nar:
-        model.nar = load_model(args.nar, device)[1].nar
+    cfg, model, tokens, run_dir, ckpt = load_model(args.run, device, args.overrides)
+    nar_ckpt = attach_nar(model, tokens, args.nar, device) if args.nar else None
+    for mode in cfg.eval.modes:
+        if mode not in MODES:
+            raise ConfigError(f"eval.modes: unknown mode {mode!r}; use continuation and/or cross")
     device = pick_device(cfg.run.device)
     model.to(device)
     manifest_dir = resolve_path(cfg.data.manifest_dir)
     cuts = load_cuts(manifest_dir, cfg.data.test_parts).to_eager()
-    items = eval_list(cfg, manifest_dir, cuts)
+    list_path, items, list_settings = eval_list(cfg, manifest_dir, cuts)
     if args.list_only:
-        print(f"{len(items)} utterances in {manifest_dir / f'eval_list_seed{cfg.eval.list_seed}.json'}")
+        print(f"{len(items)} utterances in {list_path}")
         return
     if cfg.eval.max_utterances:
         items = items[:cfg.eval.max_utterances]
-    for mode in cfg.eval.modes:
-        if mode not in ("continuation", "cross"):
-            raise ConfigError(f"eval.modes: unknown mode {mode!r}; use continuation and/or cross")
+    no_prompt = [item["id"] for item in items if item["prompt_id"] is None]
+    if no_prompt and "cross" in cfg.eval.modes:
+        print(f"NOTE: {len(no_prompt)} of {len(items)} utterances have no cross-utterance row (their speaker has no "
+              f"other test utterance): {', '.join(no_prompt)}")
+    long_prompts = sum(1 for item in items if item["prompt_s"] is not None and item["prompt_s"] > cfg.synth.prompt_s)
+    if long_prompts:
+        print(f"NOTE: {long_prompts} cross-utterance prompts are longer than synth.prompt_s={cfg.synth.prompt_s} "
+              f"(no shorter utterance of their speaker; the shortest one is used whole)")
 
     codec = build_codec(cfg.codec, device)
     if not cfg.codec.pretrained:
@@ -129,89 +215,71 @@ def main(argv=None):
     whisper_model = load_whisper(cfg.eval.asr_model, device, cfg.eval.random_scorers)
     embedder = SpeakerEmbedder(cfg.eval.speaker_model, device, cfg.eval.random_scorers)
 
-    rate = codec.sample_rate
-    generator = torch.Generator().manual_seed(cfg.synth.seed)
-    wav_dir = run_dir / "eval" / "wavs"
+    out_dir = run_dir / "eval"
+    wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    rows, synth_seconds, audio_seconds = [], 0.0, 0.0
+    settings = {"checkpoint": checkpoint_identity(ckpt), "--nar": nar_ckpt and checkpoint_identity(nar_ckpt),
+                "device": str(device), "evaluation list": str(list_path), **list_settings}
+    for section in ("codec", "synth", "eval"):  # flat keys, so that a message can name the one that changed
+        settings |= {f"{section}.{k}": v for k, v in dataclasses.asdict(getattr(cfg, section)).items()
+                     if f"{section}.{k}" != "eval.save_wavs"}
+    log = resume_or_start(out_dir, settings)
+    done = log.done()
+    if done:
+        print(f"continuing {log.path}: {len(done)} rows already there")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for n, item in enumerate(items):
-        cut = cuts[item["id"]]
-        truth = cut.resample(rate).load_audio()[0]
-        first_s = truth[:int(cfg.synth.prompt_s * rate)]
-        base = {"id": item["id"], "text": item["text"]}
-        if cfg.eval.reference_rows:
-            rows.append(base | {"system": "ground_truth", "mode": "-", "audio_16k": to_16k(truth, rate),
-                                "prompt_16k": to_16k(first_s, rate)})
-            codes = torch.from_numpy(cut.load_codes().astype("int64"))
-            resynth = codec.decode(codes.T[None])[0].numpy()
-            rows.append(base | {"system": "codec_resynthesis", "mode": "-", "audio_16k": to_16k(resynth, rate),
-                                "prompt_16k": to_16k(first_s, rate)})
-        for mode in cfg.eval.modes:
-            if mode == "cross" and item["prompt_id"] is None:
-                continue
-            prompt_codes, prompt_wave, text = prompt_for(mode, item, cuts, rate, cfg.synth.prompt_s,
-                                                         codec.frame_rate_hz)
-            result = synthesize(model, tokens, codec, text, prompt_codes, cfg.synth, generator)
-            synth_seconds += result.seconds
-            audio_seconds += len(result.wave) / rate
-            # Continuation: the model says the rest of the utterance, scored against the full text
-            # after the ground-truth prompt is put back in front (as in the paper).
-            audio = np.concatenate([first_s, result.wave]) if mode == "continuation" else result.wave
-            if n < cfg.eval.save_wavs:
-                sf.write(wav_dir / f"{item['id']}_{mode}.wav", audio, rate)
-            # similarity on the generated audio only (the prompt itself would inflate it)
-            rows.append(base | {"system": "valle", "mode": mode, "audio_16k": to_16k(audio, rate),
-                                "voice_16k": to_16k(result.wave, rate),
-                                "prompt_16k": to_16k(prompt_wave, rate), "stopped": result.stopped,
-                                "frames": len(result.codes)})
-        print(f"synthesised {n + 1}/{len(items)} ({synth_seconds:.1f} s so far)", flush=True)
-    peak_mb = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 20
+    size = cfg.eval.batch_size
+    for first in range(0, len(items), size):
+        batch = items[first:first + size]
+        expected = [(s, "-", i["id"]) for i in batch for s in ("ground_truth", "codec_resynthesis")
+                    if cfg.eval.reference_rows] + \
+            [("valle", m, i["id"]) for i in batch for m in cfg.eval.modes if m != "cross" or i["prompt_id"]]
+        if all(key in done for key in expected):
+            continue
+        # the whole batch again, even if some of its rows are on disk: a batch's samples depend on
+        # its composition, so a resumed evaluation gives the rows of an uninterrupted one
+        seed = int(np.random.SeedSequence([cfg.synth.seed, first]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        rows = batch_rows(batch, first, cuts, model, tokens, codec, cfg, generator, wav_dir)
+        score_rows(rows, whisper_model, embedder, cfg.eval.asr_max_tokens)
+        log.append([r for r in rows if (r["system"], r["mode"], r["id"]) not in done])
+        print(f"evaluated {first + len(batch)}/{len(items)} utterances", flush=True)
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mb()
 
-    start = time.time()
-    score_rows(rows, whisper_model, embedder, cfg.eval.asr_max_tokens)
-    print(f"scored {len(rows)} rows in {time.time() - start:.1f} s")
-    out_dir = run_dir / "eval"
-    fields = ["system", "mode", "id", "text", "hyp", "wer", "sim", "stopped", "frames"]
-    with open(out_dir / "per_utterance.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    metrics, table = {}, []
-    for system, mode in dict.fromkeys((r["system"], r["mode"]) for r in rows):
-        group = [r for r in rows if r["system"] == system and r["mode"] == mode]
-        wer, _ = word_error_rate([r["text"] for r in group], [r["hyp"] for r in group])
-        sim = float(np.mean([r["sim"] for r in group]))
-        name = system if mode == "-" else f"{mode}"
-        metrics[f"wer_{name}"], metrics[f"sim_{name}"] = wer, sim
-        if system == "valle":
-            metrics[f"stop_rate_{mode}"] = float(np.mean([r["stopped"] for r in group]))
-        table.append({"system": system, "mode": mode, "utterances": len(group), "wer": wer, "sim": sim})
+    table = summarise(log.rows())
     with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer = csv.DictWriter(f, ["system", "mode", "utterances", "wer", "sim", "sim_utterances"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)
+    metrics = {}
     for row in table:
+        name = row["system"] if row["mode"] == "-" else row["mode"]
+        metrics[f"wer_{name}"], metrics[f"sim_{name}"] = row["wer"], row["sim"]
+        if row["system"] == "valle":
+            metrics[f"stop_rate_{name}"] = row["stop_rate"]
         print(f"{row['system']:>18} {row['mode']:>12}  n={row['utterances']:<4} WER {100 * row['wer']:6.2f}%  "
-              f"SIM {row['sim']:.3f}")
-    metrics["rtf"] = synth_seconds / max(audio_seconds, 1e-9)
+              f"SIM {row['sim']:.3f} (n={row['sim_utterances']})")
+    generated = [row for row in table if row["system"] == "valle"]
+    metrics["rtf"] = sum(r["synth_s"] for r in generated) / max(sum(r["audio_s"] for r in generated), 1e-9)
     metrics["peak_memory_mb"] = peak_mb
+    metrics["cross_missing"] = float(len(no_prompt))
     log_path = run_dir / "train_log.json"
-    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    valid = {f"valid_{k}": log["valid"][k] for k in ("ar_top10_cb1", "ar_loss", "nar_loss")
-             if k in log.get("valid", {})}
+    train_log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    valid = {f"valid_{k}": train_log["valid"][k] for k in ("ar_top10_cb1", "ar_loss", "nar_loss")
+             if k in train_log.get("valid", {})}
     caveats = (["random codec"] if not cfg.codec.pretrained else []) + \
         (["random scorers"] if cfg.eval.random_scorers else [])
     name = f"VALL-E AR+NAR d{cfg.model.d_model} L{cfg.model.num_layers}" + \
         (f" ({', '.join(caveats)})" if caveats else "")
     write_summary(run_dir, model=name, metrics=valid | metrics,
-                  params=log.get("params"), train_seconds=log.get("train_seconds"),
+                  params=train_log.get("params"), train_seconds=train_log.get("train_seconds"),
                   train_parts=cfg.data.train_parts, codec_pretrained=cfg.codec.pretrained,
                   random_scorers=cfg.eval.random_scorers, asr_model=cfg.eval.asr_model,
-                  utterances=len(items), device=str(device))
-    print(f"wrote {out_dir / 'results.csv'}, {out_dir / 'per_utterance.csv'} and {run_dir / 'summary.json'}")
+                  speaker_model=cfg.eval.speaker_model, utterances=len(items), no_cross_prompt=no_prompt,
+                  long_cross_prompts=long_prompts, device=str(device))
+    print(f"wrote {out_dir / 'results.csv'}, {log.path} and {run_dir / 'summary.json'}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     python -m valle_tts.table runs/valle_tts/base_100h runs/valle_tts/base_360h runs/valle_tts/base_960h \\
         [--out results.md]
 
-Reads each run's summary.json (written by valle_tts.evaluate) and prints a Markdown table.
+Reads each run's summary.json (written by valle_tts.evaluate) and prints a Markdown table. A run
+scored with a random-weight codec or random-weight scorers says so in its row: its numbers only show
+that the code ran.
 """
 from __future__ import annotations
 
@@ -14,25 +16,35 @@ from common.config import ConfigError, cli_main
 from common.run import read_summary
 
 COLUMNS = [("wer_continuation", "WER cont. %", 100), ("wer_cross", "WER cross %", 100),
-           ("sim_continuation", "SIM cont.", 1), ("sim_cross", "SIM cross", 1),
+           ("sim_continuation", "SIM cont.", 1), ("sim_cross", "SIM cross", 1), ("sim_ground_truth", "SIM GT", 1),
            ("wer_ground_truth", "WER GT %", 100), ("wer_codec_resynthesis", "WER codec %", 100),
            ("rtf", "RTF", 1)]
+SIMILARITY_NOTE = ("SIM: cosine of ECAPA-TDNN speaker embeddings (eval.speaker_model). The VALL-E paper's "
+                   "similarity (about 0.58) was measured with a WavLM-TDNN speaker verifier: another scale, "
+                   "not comparable with these numbers.")
+
+
+def caveats(summary: dict) -> str:
+    """What makes a run's numbers meaningless as speech quality, '' when nothing does."""
+    found = (["random codec"] if summary.get("codec_pretrained") is False else []) + \
+        (["random scorers"] if summary.get("random_scorers") is True else [])
+    return ", ".join(found)
 
 
 def collect(run_dirs: list[str | Path]) -> str:
-    """Markdown table, one row per run (missing numbers shown as '-')."""
-    header = ["run", "training data", "params"] + [title for _, title, _ in COLUMNS]
+    """Markdown table, one row per run (missing numbers shown as '-'), then the similarity note."""
+    header = ["run", "caveats", "training data", "params"] + [title for _, title, _ in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run_dir in run_dirs:
         summary = read_summary(run_dir)
         if summary is None:
             raise ConfigError(f"{run_dir} has no summary.json; run python -m valle_tts.evaluate {run_dir} first")
         metrics = summary["metrics"]
-        cells = [Path(run_dir).name, "+".join(summary.get("train_parts") or ["?"]),
+        cells = [Path(run_dir).name, caveats(summary) or "-", "+".join(summary.get("train_parts") or ["?"]),
                  f"{summary['params'] / 1e6:.1f}M" if summary.get("params") else "-"]
-        cells += [f"{metrics[key] * scale:.2f}" if key in metrics else "-" for key, _, scale in COLUMNS]
+        cells += [f"{metrics[key] * scale:.2f}" if metrics.get(key) is not None else "-" for key, _, scale in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + SIMILARITY_NOTE + "\n"
 
 
 @cli_main

@@ -1,5 +1,5 @@
-"""Prompt assembly (continuation vs cross-utterance), WER and similarity scoring, the evaluation
-table, offline loader errors, and the synthesize / evaluate commands end to end."""
+"""WER and similarity scoring, the evaluation table, offline loader errors, and the synthesize /
+evaluate commands end to end (the prompt protocol and resumed evaluation: test_eval_protocol.py)."""
 from __future__ import annotations
 
 import csv
@@ -15,35 +15,22 @@ import soundfile as sf
 from common.config import ConfigError, load_config
 from valle_tts.config import Config
 from valle_tts.data import load_cuts
-from valle_tts.evaluate import build_eval_list, prompt_for
-from valle_tts.scoring import SpeakerEmbedder, load_whisper, word_error_rate
+from valle_tts.scoring import SpeakerEmbedder, error_rate, load_whisper, word_errors
 
 
-def test_eval_list_and_prompt_assembly(prepared):
-    root, config = prepared
-    cuts = load_cuts(root / "manifests", ["test-clean"]).to_eager()
-    items = build_eval_list(cuts, 0.3, 5.0, seed=0)
-    assert items == build_eval_list(cuts, 0.3, 5.0, seed=0)  # fixed by the seed
-    a, b = items
-    assert a["prompt_id"] == b["id"] and b["prompt_id"] == a["id"]  # same speaker, other utterance
-    assert build_eval_list(cuts, 0.3, 0.0001, seed=0) == []
-    codes, wave, text = prompt_for("continuation", a, cuts, 24000, 0.2, 75.0)
-    assert codes.shape == (15, 8) and (codes.numpy() == cuts[a["id"]].load_codes()[:15]).all()
-    assert len(wave) == 4800 and text == a["text"]
-    codes, wave, text = prompt_for("cross", a, cuts, 24000, 0.2, 75.0)
-    assert (codes.numpy() == cuts[b["id"]].load_codes()[:15]).all()
-    assert text == f"{b['text']} {a['text']}"
-
-
-def test_word_error_rate_normalises_and_matches_jiwer():
-    refs = ["Mr. Smith has TWO dogs.", "hello world", "?!"]
-    hyps = ["mister smith has 2 dog", "hello there world", "anything"]
-    wer, per_utt = word_error_rate(refs, hyps)
-    # normalised: "mister smith has 2 dogs" vs "... dog" (1 sub), "hello world" vs +1 insertion
-    assert wer == pytest.approx(jiwer.wer(["mister smith has 2 dogs", "hello world"],
-                                          ["mister smith has 2 dog", "hello there world"]))
-    assert wer == pytest.approx(2 / 7)
-    assert per_utt == pytest.approx([0.2, 0.5, 1.0])  # an empty reference with words said: 1
+def test_word_errors_normalise_and_match_jiwer():
+    refs = ["Mr. Smith has TWO dogs.", "hello world", "The café cost 100 euros.", "?!"]
+    hyps = ["mister smith has 2 dog", "hello there world", "the cafe cost one hundred euros", "anything"]
+    counts = [word_errors(r, h) for r, h in zip(refs, hyps)]
+    # normalised: "mister smith has 2 dogs" vs "... dog" (1 sub), "hello world" vs +1 insertion,
+    # numbers and accents written either way are the same words; an empty reference: 1 insertion
+    assert counts == [(1, 5), (1, 2), (0, 4), (1, 0)]
+    # the corpus WER is summed from the per-row counts, as jiwer sums over a list of sentences
+    errors, words = map(sum, zip(*counts[:2]))
+    assert error_rate(errors, words) == pytest.approx(jiwer.wer(["mister smith has 2 dogs", "hello world"],
+                                                                ["mister smith has 2 dog", "hello there world"]))
+    assert [error_rate(*c) for c in counts] == pytest.approx([0.2, 0.5, 0.0, 1.0])
+    assert error_rate(0, 0) == 0.0
 
 
 def test_similarity_identical_vs_different():
@@ -78,11 +65,14 @@ def test_table_collects_runs(tmp_path):
     for name, wer in (("base_100h", 0.12), ("base_960h", 0.05)):
         (tmp_path / name).mkdir()
         write_summary(tmp_path / name, "VALL-E", {"wer_cross": wer, "sim_cross": 0.5}, params=3_000_000,
-                      train_parts=["train-clean-100"])
+                      train_parts=["train-clean-100"], codec_pretrained=name == "base_960h",
+                      random_scorers=name == "base_100h")
     table = collect([tmp_path / "base_100h", tmp_path / "base_960h"]).splitlines()
-    assert table[0].startswith("| run | training data | params | WER cont. % | WER cross %")
-    assert table[2].startswith("| base_100h | train-clean-100 | 3.0M | - | 12.00 | - | 0.50")
-    assert "| 5.00 |" in table[3]
+    assert table[0].startswith("| run | caveats | training data | params | WER cont. % | WER cross %")
+    assert table[2].startswith("| base_100h | random codec, random scorers | train-clean-100 | 3.0M | - | 12.00 | "
+                               "- | 0.50")
+    assert table[3].startswith("| base_960h | - |") and "| 5.00 |" in table[3]
+    assert "WavLM-TDNN" in table[-1] and "not comparable" in table[-1]
     with pytest.raises(ConfigError, match="has no summary.json"):
         collect([tmp_path])
 
@@ -110,4 +100,4 @@ def test_synthesize_and_evaluate_end_to_end(trained_run, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [(r["system"], r["mode"]) for r in rows] == [("ground_truth", "-"), ("codec_resynthesis", "-"),
                                                         ("valle", "continuation"), ("valle", "cross")]
-    assert len(json.loads((manifest_dir / "eval_list_seed0.json").read_text())) == 2  # saved for reuse
+    assert len(json.loads((manifest_dir / "eval_list_seed0.json").read_text())["items"]) == 2  # saved for reuse

@@ -9,7 +9,7 @@ import torch
 
 from common.config import ConfigError
 from valle_tts.data import collate
-from valle_tts.models.valle import VALLE, ARModel, ModelConfig, NARModel, lengths_mask, sample_token
+from valle_tts.models.valle import VALLE, ARModel, ModelConfig, NARModel, lengths_mask, sample_tokens
 from valle_tts.text import CHARS, TokenTable, lost_characters, normalize_transcript
 
 CFG = ModelConfig(d_model=32, num_layers=2, num_heads=2, dropout=0.0, codebook_size=16, num_codebooks=4)
@@ -153,12 +153,13 @@ def test_nar_stage_embedding_alternative():
 
 
 def test_sampling_filters():
-    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
-    assert sample_token(logits, 0.0, 0, 1.0) == 1
+    logits = torch.tensor([[0.0, 3.0, 2.9, -1.0]])
+    draw = lambda *args: int(sample_tokens(logits, *args)[0])
+    assert draw(0.0, 0, 1.0) == 1
     g = torch.Generator().manual_seed(0)
-    assert {sample_token(logits, 1.0, 1, 1.0, g) for _ in range(20)} == {1}
-    assert {sample_token(logits, 1.0, 0, 0.3, g) for _ in range(20)} == {1}
-    assert {sample_token(logits, 1.0, 2, 1.0, g) for _ in range(50)} == {1, 2}
+    assert {draw(1.0, 1, 1.0, g) for _ in range(20)} == {1}
+    assert {draw(1.0, 0, 0.3, g) for _ in range(20)} == {1}
+    assert {draw(1.0, 2, 1.0, g) for _ in range(50)} == {1, 2}
 
 
 def test_generation_stops_on_end_token_and_respects_the_limit():

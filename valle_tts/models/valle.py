@@ -253,7 +253,7 @@ class ARModel(nn.Module):
 def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """One id per row of (B, V) logits -> (B,); temperature 0 is greedy; top_k 0 and top_p 1 disable
-    them. Draws on the generator's device (the CPU without one: the same draws on any device)."""
+    them. Draws on the generator's device (on the CPU without one)."""
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -267,12 +267,6 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     probs = logits.softmax(-1).to(generator.device if generator is not None else "cpu")
     return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
-
-
-def sample_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                 generator: torch.Generator | None = None) -> int:
-    """sample_tokens for one row of (V,) logits."""
-    return int(sample_tokens(logits[None], temperature, top_k, top_p, generator)[0])
 
 
 class NARModel(nn.Module):
