@@ -59,7 +59,11 @@ def load_whisper(name: str, device, random: bool = False):
         torch.manual_seed(0)
         dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
                                n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
-        return Whisper(dims).to(device).eval()
+        model = Whisper(dims)
+        # whisper leaves the decoder's positions uninitialised (torch.empty: they come from the
+        # checkpoint): random memory, sometimes NaN, made the random scorer's output vary run to run
+        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
+        return model.to(device).eval()
     path = whisper_cache_path(name)
     if not path.is_file() and _offline():
         raise ConfigError(f"whisper model {name} is not in the cache ({path}) and offline mode is set; "

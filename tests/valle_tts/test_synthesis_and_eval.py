@@ -11,6 +11,7 @@ import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from common.config import ConfigError, load_config
 from valle_tts.config import Config
@@ -101,3 +102,10 @@ def test_synthesize_and_evaluate_end_to_end(trained_run, tmp_path, capsys):
     assert [(r["system"], r["mode"]) for r in rows] == [("ground_truth", "-"), ("codec_resynthesis", "-"),
                                                         ("valle", "continuation"), ("valle", "cross")]
     assert len(json.loads((manifest_dir / "eval_list_seed0.json").read_text())["items"]) == 2  # saved for reuse
+
+
+def test_random_whisper_is_the_same_every_time():
+    """whisper leaves its decoder positions uninitialised (they come from the checkpoint)."""
+    first, second = (load_whisper("unused", "cpu", random=True).state_dict() for _ in range(2))
+    for name, value in first.items():
+        assert torch.isfinite(value).all() and torch.equal(value, second[name]), name
