@@ -51,3 +51,18 @@ def test_training_forward_logs_and_uses_the_schedule():
         step_logits, state, _ = dec.step(tokens, state, memory)
         assert torch.allclose(step_logits, logits[:, t], atol=1e-6)
         tokens = step_logits.argmax(-1)
+
+
+def test_course_config_decays_over_the_run_it_configures():
+    """resnet101_lstm_ss.yaml on Flickr8k (6,000 training images x 5 captions): the teacher-forcing
+    probability must reach its floor well inside the configured epochs. With k=3000 per step it
+    was still 0.99 at epoch 10 and 0.85 at epoch 20 (2.6 % of the input tokens ever replaced)."""
+    from captioning.config import Config
+    from common.config import REPO_ROOT, load_config
+    cfg = load_config(Config, REPO_ROOT / "captioning/configs/resnet101_lstm_ss.yaml")
+    steps_per_epoch = math.ceil(6000 * 5 / cfg.train.batch_size)
+    unit = steps_per_epoch if cfg.sampling.unit == "step" else 1
+    at_epoch = lambda epoch: teacher_forcing_prob(cfg.sampling, epoch * unit)
+    assert cfg.sampling.min_prob <= 0.75
+    assert at_epoch(cfg.train.epochs // 4) > 0.9  # mostly teacher-forced at first
+    assert at_epoch(cfg.train.epochs * 3 // 4) == pytest.approx(cfg.sampling.min_prob)  # at the floor by then
