@@ -121,3 +121,15 @@ def test_kill_9_at_a_random_step_then_resume_is_exact(mnist_folder, tmp_path, ki
     root, runs = mnist_folder(), tmp_path / "runs"
     kill_9_and_resume(lambda name, *extra: [sys.executable, "-m", "vae.train", *tiny_args(root, runs, name, *extra)],
                       runs / "vae", seed=2)
+
+
+def test_configs_with_a_kl_warm_up_choose_best_by_neg_elbo():
+    """During the warm-up the KL weight is below 1, so an early epoch can have the lowest BCE while its
+    -ELBO is poor: a config that warms the KL up must not pick best.pt by BCE."""
+    from common.config import load_config
+    from vae.config import Config
+    configs = sorted((REPO_ROOT / "vae" / "configs").glob("*.yaml"))
+    warming = [path for path in configs if load_config(Config, path).train.kl_warmup_steps > 0]
+    assert warming, "no config warms the KL up any more: drop this test"
+    for path in warming:
+        assert load_config(Config, path).train.select_by == "neg_elbo", path.name
