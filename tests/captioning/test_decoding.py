@@ -133,3 +133,38 @@ def test_step_interface_matches_teacher_forced_forward(kind):
     changed[:, 3:] = 4
     assert torch.allclose(dec(features, changed)[0][:, :3], logits[:, :3], atol=1e-10)
     assert torch.allclose(alphas.sum(-1), torch.ones(3, 5, dtype=torch.float64))
+
+
+# Outputs of the decoders and searches as they were before the beam search stopped copying the
+# features across beams (recorded 2026-12-03): the speed-ups must not change a token or a score.
+RECORDED = {
+    ("lstm", 4): {
+        "greedy": ([[7, 7, 11, 9, 9, 11, 9], [9, 11, 11, 11, 11, 11, 11], [7, 7, 7, 11, 9, 11, 9]],
+                   [-14.394339, -11.194305, -14.529848]),
+        "beam": ([[11, 9, 9, 9, 9, 9, 11], [9, 11, 7, 11, 11, 11, 11], [7, 7, 7, 7, 7, 7, 11]],
+                 [-13.843762, -11.160067, -14.388337]),
+    },
+    ("transformer", 3): {
+        "greedy": ([[7, 7, 11, 7, 11, 6, 3], [7, 7, 11, 7, 7, 6, 3], [7, 6, 9, 7, 11, 6, 3]],
+                   [-9.18616, -5.997054, -9.537447]),
+        "beam": ([[7, 7, 11, 7, 11, 9, 5], [7, 7, 6, 8, 5, 11, 5], [7, 6, 9, 7, 6, 9, 5]],
+                 [-7.946227, -4.281951, -6.981953]),
+    },
+}
+
+
+@pytest.mark.parametrize("kind, seed", list(RECORDED))
+def test_outputs_unchanged_on_a_fixed_random_model(kind, seed):
+    dec = tiny_decoder(kind, vocab_size=12, seed=seed)
+    with torch.no_grad():   # fewer early <end>s: longer captions where beam and greedy disagree
+        dec.out.bias[END] -= 3.0
+    features = torch.randn(3, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
+    outputs = {
+        "greedy": greedy_decode(dec, features, START, END, PAD, max_len=7, banned_ids=BANNED),
+        "beam": beam_search(dec, features, START, END, PAD, beam_size=3, max_len=7, length_penalty=0.5,
+                            banned_ids=BANNED),
+    }
+    for name, out in outputs.items():
+        tokens, scores = RECORDED[kind, seed][name]
+        assert out.tokens.tolist() == tokens, name
+        assert out.scores.tolist() == pytest.approx(scores, abs=1e-6), name
