@@ -47,16 +47,19 @@ def headline(metric, prefix: str) -> dict[str, float]:
     sed_eval gives a class with references but no detections the F1 nan (precision 0/0) and its
     class-wise average skips it, so a system that never predicts a hard class scores higher.
     `f1_macro` counts such a class as 0 (averaging over the classes that have references);
-    `f1_macro_sed_eval` is sed_eval's own average, for comparison with numbers computed that way."""
+    `f1_macro_sed_eval` is sed_eval's own average, for comparison with numbers computed that way.
+    `er_macro` averages the error rate over the same classes: a class absent from the reference has
+    no error rate (sed_eval divides its insertions by eps, and its average printed 3.0e16)."""
     overall = metric.results_overall_metrics()
     average = metric.results_class_wise_average_metrics()
     class_wise = metric.results_class_wise_metrics()
-    strict = [0.0 if np.isnan(r["f_measure"]["f_measure"]) else r["f_measure"]["f_measure"]
-              for r in class_wise.values() if r["count"]["Nref"] > 0]
+    present = [r for r in class_wise.values() if r["count"]["Nref"] > 0]
+    strict = [0.0 if np.isnan(r["f_measure"]["f_measure"]) else r["f_measure"]["f_measure"] for r in present]
     return {f"{prefix}_f1_macro": float(np.mean(strict)) if strict else float("nan"),
             f"{prefix}_f1_macro_sed_eval": float(average["f_measure"]["f_measure"]),
             f"{prefix}_f1_micro": float(overall["f_measure"]["f_measure"]),
-            f"{prefix}_er_macro": float(average["error_rate"]["error_rate"]),
+            f"{prefix}_er_macro": float(np.mean([r["error_rate"]["error_rate"] for r in present]))
+            if present else float("nan"),
             f"{prefix}_er_micro": float(overall["error_rate"]["error_rate"])}
 
 

@@ -71,3 +71,13 @@ def test_macro_f1_counts_a_never_detected_class_as_zero():
     scores = metrics.headline(metrics.event_based(reference, estimated), "event")
     assert scores["event_f1_macro"] == 0.5                   # (1 + 0) / 2
     assert scores["event_f1_macro_sed_eval"] == 1.0          # sed_eval: Cat's F1 is nan and skipped
+
+
+def test_macro_error_rate_averages_the_classes_present_in_the_reference():
+    """A detection of a class absent from the reference: sed_eval's class-wise average error rate
+    divides its insertions by eps (3.0e16 in a report); ours averages over the classes present."""
+    reference = {"a.wav": [(1.0, 3.0, "Dog"), (5.0, 6.0, "Cat")]}
+    estimated = {"a.wav": [(1.0, 3.0, "Dog"), (7.0, 8.0, "Frying")]}  # Dog right, Cat missed, Frying extra
+    metric = metrics.event_based(reference, estimated)
+    assert metric.results_class_wise_average_metrics()["error_rate"]["error_rate"] > 1e6  # sed_eval's own
+    assert metrics.headline(metric, "eval")["eval_er_macro"] == pytest.approx((0.0 + 1.0) / 2)  # Dog 0, Cat 1
