@@ -28,16 +28,17 @@ from av_scene.predict import headline_metrics, predict, softmax
 from av_scene.train import Config
 from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import ConfigError, cli_main, load_config
+from common.device import pick_device
 from common.params import count_parameters
 from common.run import read_summary, write_summary
 
 
-def load_run(path: str | Path):
-    """A run folder or a checkpoint file -> (config, model with the weights, run folder, checkpoint)."""
+def load_run(path: str | Path, overrides: list[str] = ()):
+    """A run folder or a checkpoint file -> (config with `overrides`, checkpoint, run folder)."""
     run_dir, checkpoint = find_checkpoint(path, "av_scene")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}/config.yaml not found; give a run folder written by av_scene.train")
-    cfg = load_config(Config, run_dir / "config.yaml")
+    cfg = load_config(Config, run_dir / "config.yaml", overrides)
     return cfg, checkpoint, run_dir
 
 
@@ -138,9 +139,10 @@ def main(argv=None):
     parser.add_argument("--audio-run", help="audio-only run for the conflict analysis (default: the "
                                             "model's own audio head, if it has one)")
     parser.add_argument("--video-run", help="video-only run, likewise")
-    args = parser.parse_args(argv)
-    cfg, checkpoint, run_dir = load_run(args.run)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value over the run's config (e.g. run.device=cpu)")
+    args = parser.parse_intermixed_args(argv)
+    cfg, checkpoint, run_dir = load_run(args.run, args.overrides)
+    device = pick_device(cfg.run.device)
     splits = load_splits(cfg.data, cfg.run.seed)
     model = build_model(cfg.model, len(SCENE_CLASSES), *feature_dims(splits["train"])).to(device)
     model.load_state_dict(load_checkpoint(checkpoint)["model"])

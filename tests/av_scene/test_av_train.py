@@ -45,10 +45,14 @@ def test_resume_mid_epoch_is_exact(small_root, tmp_path):
     assert summaries[0] == summaries[1]
 
 
-def test_train_and_evaluate_write_the_reports(small_root, tmp_path):
+def test_train_and_evaluate_write_the_reports(small_root, tmp_path, capsys):
     train.main(argv(small_root, tmp_path, "gated", "train.epochs=2"))
     run_dir = tmp_path / "av_scene" / "gated"
-    evaluate.main([str(run_dir)])
+    with pytest.raises(SystemExit) as stopped:  # evaluate takes config overrides, run.device included
+        evaluate.main([str(run_dir), "run.device=cuda:7"])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and err.startswith("error: run.device=cuda:7") and len(err.splitlines()) == 1
+    evaluate.main([str(run_dir), "data.batch_size=7", "run.device=cpu"])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["model"] == "attention pooling + gated fusion"
     assert {"test_accuracy", "test_log_loss", "test_log_loss_calibrated", "valid_log_loss"} <= set(summary["metrics"])
