@@ -50,17 +50,35 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
 
 
+def cross_fitted(fit_predict, audio: np.ndarray, video: np.ndarray, labels: np.ndarray, folds: int = 5,
+                 seed: int = 0) -> np.ndarray:
+    """Validation probabilities of a fitted rule, each fold predicted by the rule fitted on the other
+    folds: its validation numbers are then held-out numbers, like the test ones."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    probs = np.zeros_like(audio, dtype=float)
+    for held in np.array_split(order, folds):
+        rest = np.setdiff1d(order, held)
+        probs[held] = fit_predict(audio[rest], video[rest], labels[rest], audio[held], video[held])
+    return probs
+
+
 def late_fusion_rules(valid: dict, test: dict) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    """rule -> (valid probs, test probs, note); the weight and the stacker are fitted on validation."""
+    """rule -> (valid probs, test probs, note). The weight and the stacker are fitted on validation
+    for the test split, and 5-fold cross-fitted on validation for its own numbers."""
     probs = {split: (softmax(out["audio_logits"]), softmax(out["video_logits"]))
              for split, out in (("valid", valid), ("test", test))}
-    weight = fit_audio_weight(*probs["valid"], valid["labels"])
-    stacker = StackingFusion(len(SCENE_CLASSES)).fit(*probs["valid"], valid["labels"])
+    labels = valid["labels"]
+    weighted = lambda a, v, y, a_new, v_new: weighted_probs(a_new, v_new, fit_audio_weight(a, v, y))
+    stacked = lambda a, v, y, a_new, v_new: StackingFusion(len(SCENE_CLASSES)).fit(a, v, y).predict_probs(a_new, v_new)
+    weight = fit_audio_weight(*probs["valid"], labels)
+    fitted_on_valid = lambda rule: rule(*probs["valid"], labels, *probs["test"])
     return {"average": (average_probs(*probs["valid"]), average_probs(*probs["test"]), "p = (p_a + p_v) / 2"),
-            "weighted": (weighted_probs(*probs["valid"], weight), weighted_probs(*probs["test"], weight),
-                         f"p = {weight:.2f} p_a + {1 - weight:.2f} p_v (weight fitted on validation)"),
-            "stacking": (stacker.predict_probs(*probs["valid"]), stacker.predict_probs(*probs["test"]),
-                         "logistic regression on [log p_a, log p_v], fitted on validation")}
+            "weighted": (cross_fitted(weighted, *probs["valid"], labels), fitted_on_valid(weighted),
+                         f"p = {weight:.2f} p_a + {1 - weight:.2f} p_v (weight fitted on validation; validation "
+                         f"numbers 5-fold cross-fitted)"),
+            "stacking": (cross_fitted(stacked, *probs["valid"], labels), fitted_on_valid(stacked),
+                         "logistic regression on [log p_a, log p_v], fitted on validation (validation numbers "
+                         "5-fold cross-fitted)")}
 
 
 def classwise_table(labels: np.ndarray, probs: np.ndarray) -> list[dict]:
