@@ -19,7 +19,7 @@ import torch
 
 from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import cli_main, load_config
-from common.device import amp_dtype, pick_device
+from common.device import amp_dtype, pick_device, set_cpu_threads
 from common.params import count_parameters
 from common.run import read_summary, write_summary
 from sed import metrics
@@ -119,13 +119,14 @@ def main(argv=None):
     start = time.time()
     run_dir, ckpt_path = find_checkpoint(args.target, "sed")
     cfg = load_config(Config, run_dir / "config.yaml", args.overrides)
+    set_cpu_threads(cfg.run.cpu_threads)
     device = pick_device(cfg.run.device)
     dtype = amp_dtype(device, cfg.run.amp)
     state = load_checkpoint(ckpt_path)
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).to(device)
     model.load_state_dict(state["model"])
     mean, std = state["band_mean"], state["band_std"]
-    print(f"evaluating {ckpt_path} (step {state['step']}, best valid mAP {state['best']:.4f})")
+    print(f"evaluating {ckpt_path} (step {state['step']}, best valid mAP {state['best'][0]:.4f})")
 
     splits = prepare_data(cfg)
     _, valid_set, _, _ = weak_datasets(cfg, splits["train"])

@@ -15,7 +15,7 @@ import torch
 
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, cli_main, parse_args
-from common.device import amp_dtype, autocast, grad_scaler, pick_device
+from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import (
     ResumableSampler,
     cleanup_distributed,
@@ -47,6 +47,9 @@ def weak_datasets(cfg: Config, train_split):
                           f"{len(valid_idx)} valid clips of the {len(targets)} weak clips; both need some")
     features, lengths = load_features(train_split.h5_path, train_split.filenames, frames_per_clip(cfg.features))
     mean, std = band_stats(features[train_idx], lengths[train_idx])
+    if len(valid_idx) < 2 * len(CLASSES):
+        print(f"warning: the valid split has only {len(valid_idx)} clips: its mAP saturates early and chooses "
+              f"best.pt poorly; raise data.valid_fraction ({cfg.data.valid_fraction}) if the data allow")
     print(f"weak clips: {len(train_idx)} train, {len(valid_idx)} valid "
           f"(stratified, seed {cfg.data.split_seed}); {features.shape[1]} frames x {features.shape[2]} bands")
     return (ClipSet(features[train_idx], targets[train_idx], mean, std),
@@ -61,6 +64,12 @@ def weak_label_loss(clip_probs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     probs = clip_probs.float()
     log_p, log_not_p = probs.log().clamp_min(-100), (-probs).log1p().clamp_min(-100)
     return -(targets * log_p + (1 - targets) * log_not_p).mean()
+
+
+def selection_key(metrics: dict) -> tuple[float, float]:
+    """best.pt is the epoch with the highest valid mAP; a tie (a small valid split saturates at 1.0,
+    from epoch 0 on) goes to the lower valid loss, not to the earliest epoch."""
+    return metrics["valid_mAP"], -metrics["valid_loss"]
 
 
 @torch.no_grad()
@@ -89,6 +98,7 @@ def validate(model, valid_set, device, dtype, tag_threshold: float) -> dict:
 def main(argv=None):
     cfg, args = parse_args(Config, argv, description=__doc__.split("\n\n")[0])
     preemption = PreemptionFlag()  # first: a signal during start-up is kept until the first step
+    set_cpu_threads(cfg.run.cpu_threads)
     dist_info = setup_distributed(cfg.run.device)
     device = device_for(dist_info, pick_device(cfg.run.device))
     seed_everything(cfg.run.seed + dist_info.rank, cfg.run.deterministic)  # each rank its own noise
@@ -127,7 +137,7 @@ def main(argv=None):
 
     # ---- resume
     epoch, step, step_in_epoch, bad_epochs, train_seconds, clips_seen = 0, 0, 0, 0, 0.0, 0
-    best, best_epoch, history = -math.inf, -1, []
+    best, best_epoch, history = (-math.inf, -math.inf), -1, []  # best: selection_key of best.pt
     state = load_for_resume(checkpointer, args.resume)
     if state is not None:
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
@@ -181,8 +191,8 @@ def main(argv=None):
         metrics = validate(model, valid_set, device, dtype, cfg.postprocess.tag_threshold)
         monitor.check_finite(step, "validation loss", metrics["valid_loss"])
         scheduler.step(metrics["valid_mAP"])
-        is_best = metrics["valid_mAP"] > best
-        best, best_epoch = (metrics["valid_mAP"], epoch) if is_best else (best, best_epoch)
+        is_best = selection_key(metrics) > best
+        best, best_epoch = (selection_key(metrics), epoch) if is_best else (best, best_epoch)
         bad_epochs = 0 if is_best else bad_epochs + 1
         metrics = {"train_loss": train_loss, **metrics,
                    "lr": optimizer.param_groups[0]["lr"]}
@@ -193,16 +203,17 @@ def main(argv=None):
         epoch, step_in_epoch = epoch + 1, 0
         save(is_best)
     if bad_epochs >= cfg.train.early_stop_patience:
-        print(f"early stop: valid mAP has not improved for {bad_epochs} epochs (best {best:.4f} at epoch {best_epoch})")
+        print(f"early stop: valid mAP has not improved for {bad_epochs} epochs "
+              f"(best {best[0]:.4f} at epoch {best_epoch})")
 
     if dist_info.is_main:
         clips_per_s = clips_seen / max(train_seconds, 1e-9)
-        write_summary(run_dir, model=f"{cfg.model.name}-{cfg.model.pooling}", metrics={"valid_mAP": best},
+        write_summary(run_dir, model=f"{cfg.model.name}-{cfg.model.pooling}", metrics={"valid_mAP": best[0]},
                       params=n_params, best_epoch=best_epoch, epochs_trained=epoch,
                       train_seconds=round(train_seconds, 2), train_clips_per_s=round(clips_per_s, 1),
                       device=str(device))
         mark_finished(run_dir)
-        print(f"done: best valid mAP {best:.4f} (epoch {best_epoch}); "
+        print(f"done: best valid mAP {best[0]:.4f} (epoch {best_epoch}); "
               f"{clips_per_s:.1f} training clips/s; run folder {run_dir}")
     tb.close()
     preemption.finish()  # exit 0 even if a signal arrived after the last step

@@ -118,3 +118,21 @@ def test_kill_9_at_a_random_step_then_resume_is_exact(tiny_root, tiny_args, tmp_
     kill_9_and_resume(lambda name, *extra: [sys.executable, "-m", "sed.train",
                                             *tiny_args(tiny_root, tmp_path, name, *AUGMENT, *extra)],
                       tmp_path / "sed", seed=3)
+
+
+def test_best_pt_tie_goes_to_the_lower_valid_loss():
+    """A small valid split saturates at mAP 1.0 from epoch 0: the strict > kept the untrained epoch."""
+    from sed.train import selection_key
+    untrained, trained = {"valid_mAP": 1.0, "valid_loss": 0.69}, {"valid_mAP": 1.0, "valid_loss": 0.21}
+    assert selection_key(trained) > selection_key(untrained)
+    assert selection_key({"valid_mAP": 0.9, "valid_loss": 0.01}) < selection_key(untrained)
+
+
+def test_cpu_threads_setting_is_applied(tiny_root, tiny_args, tmp_path, capsys):
+    torch.set_num_threads(2)
+    try:
+        train.main(tiny_args(tiny_root, tmp_path, "threads", "train.epochs=1", "run.cpu_threads=1"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+    assert "warning: the valid split has only" in capsys.readouterr().out  # 24 weak clips: a tiny split
