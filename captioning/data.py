@@ -307,15 +307,3 @@ def collate_captions(batch):
     lengths = torch.stack(lengths)
     return torch.stack(images), torch.stack(captions)[:, :int(lengths.max())], lengths
 
-
-class ImageDataset(torch.utils.data.Dataset):
-    """Decoding items: (image or features, index into the split). One item per image."""
-
-    def __init__(self, images: ImageSource):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.images[i], i

@@ -164,7 +164,8 @@ def main(argv=None):
     while epoch < cfg.train.epochs:
         sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
         train_model.train()
-        started, images_seen = time.time(), 0
+        started = epoch_started = time.time()  # started: of the time not yet in train_seconds
+        images_seen = 0
         p_teacher = teacher_forcing_prob(cfg.sampling, step if cfg.sampling.unit == "step" else epoch)
         for images, caps, _ in progress(loader, desc=f"epoch {epoch}"):
             p_teacher = teacher_forcing_prob(cfg.sampling, step if cfg.sampling.unit == "step" else epoch)
@@ -200,7 +201,7 @@ def main(argv=None):
                 train_seconds += time.time() - started
                 preemption.exit(save())
         train_seconds += time.time() - started
-        epoch_seconds = time.time() - started
+        epoch_seconds = time.time() - epoch_started  # not reset by mid-epoch checkpoints
         epoch, step_in_epoch = epoch + 1, 0
         train_loss = monitor.epoch_means(step)["cross_entropy"]  # stops here on divergence
         scheduler.step()

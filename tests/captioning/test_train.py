@@ -145,3 +145,11 @@ def test_kill_9_at_a_random_step_then_resume_is_exact(tmp_path, kill_9_and_resum
                 f"data.root={tmp_path / 'shapes'}", f"run.root={tmp_path}", f"run.name={name}", *TINY,
                 "train.epochs=2", *extra]
     kill_9_and_resume(command, tmp_path / "captioning", seed=4)
+
+
+def test_training_speed_is_per_epoch_even_with_mid_epoch_checkpoints(tmp_path):
+    """The epoch's timer restarted at every checkpoint: 80k-173k images/s were reported."""
+    run_dir = train(tmp_path / "shapes", tmp_path, "speed", "train.epochs=1", "run.checkpoint_every_steps=1")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    captions = 30 * 5  # data.generate_shapes=30 images, 5 captions each, one epoch
+    assert summary["history"][0]["train_images_per_s"] <= 2 * captions / summary["train_seconds"]
