@@ -14,7 +14,6 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from common.config import ConfigError, bounded
 
@@ -37,12 +36,14 @@ class EncoderConfig:
 
 def weights_file(name: str) -> tuple[Path, object]:
     """Where torchvision keeps `name`'s default ImageNet weights, and the weights enum."""
+    import torchvision  # heavy: only for the pretrained backbones
     weights = torchvision.models.get_model_weights(name).DEFAULT
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name, weights
 
 
 def load_backbone(name: str, pretrained: bool) -> nn.Module:
     """A torchvision model, with ImageNet weights read from the hub cache when `pretrained`."""
+    import torchvision  # heavy: only for the pretrained backbones
     model = torchvision.models.get_model(name, weights=None)
     if pretrained:
         path, weights = weights_file(name)
@@ -114,6 +115,16 @@ class ImageEncoder(nn.Module):
     @property
     def frozen(self) -> bool:
         return self.trainable_part is None
+
+    def train(self, mode: bool = True):
+        """BatchNorm layers outside the trained part keep their (ImageNet) statistics: in train mode
+        they would drift with every batch although their weights are frozen."""
+        super().train(mode)
+        trained = set(self.trainable_part.modules()) if self.trainable_part is not None else set()
+        for module in self.trunk.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module not in trained:
+                module.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         grid = self.pool(self.trunk(images))            # (B, C, g, g)

@@ -153,3 +153,17 @@ def test_training_speed_is_per_epoch_even_with_mid_epoch_checkpoints(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     captions = 30 * 5  # data.generate_shapes=30 images, 5 captions each, one epoch
     assert summary["history"][0]["train_images_per_s"] <= 2 * captions / summary["train_seconds"]
+
+
+def test_frozen_stages_keep_their_batchnorm_statistics():
+    """finetune=last: the frozen ResNet stages kept BatchNorm in train mode and their running
+    statistics drifted with every batch."""
+    encoder = ImageEncoder(EncoderConfig(name="resnet18", pretrained=False, finetune="last", grid_size=2)).train()
+    bn_stats = lambda: {name: m.running_mean.clone() for name, m in encoder.trunk.named_modules()
+                        if isinstance(m, torch.nn.BatchNorm2d)}
+    before = bn_stats()
+    encoder(torch.randn(2, 3, 64, 64))
+    after = bn_stats()
+    last_stage = {name for name, m in encoder.trunk.named_modules() if m in set(encoder.trainable_part.modules())}
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and changed <= last_stage  # only the trained stage's statistics move
