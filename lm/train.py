@@ -112,7 +112,15 @@ def main(argv=None):
                                 device, amp)
         return perplexity(nll, count)
 
-    out_of_time = False
+    budget_s = 60 * cfg.train.max_minutes
+    if budget_s and cfg.train.schedule == "cosine" and dist_info.is_main:
+        print(f"note: the cosine schedule is sized by train.epochs={cfg.train.epochs} "
+              f"({cfg.train.epochs * steps_per_epoch} steps), not by train.max_minutes: if the budget ends "
+              f"first, the learning rate has not annealed (lower train.epochs to what fits the budget)")
+    out_of_time = bool(budget_s) and train_seconds >= budget_s
+    if out_of_time:
+        print(f"train.max_minutes={cfg.train.max_minutes} is already spent ({train_seconds / 60:.1f} minutes of "
+              f"training, epoch {epoch}, step {step}): nothing to do; raise train.max_minutes to continue")
     while epoch < cfg.train.epochs and not out_of_time:
         segments = bptt_segments(train_rows.size(1), cfg.train.bptt, cfg.train.variable_bptt,
                                  cfg.run.seed, epoch)
@@ -135,7 +143,9 @@ def main(argv=None):
                 means = monitor.interval_means(step)
                 tensorboard.log(step, {"step/train_loss": means["loss"], "step/grad_norm": means["grad_norm"]})
             elapsed = train_seconds + time.perf_counter() - clock
-            out_of_time = bool(cfg.train.max_minutes) and elapsed > 60 * cfg.train.max_minutes
+            out_of_time = bool(budget_s) and elapsed > budget_s
+            if dist_info.enabled:  # every rank stops at the same step (clocks differ a little)
+                out_of_time = all_reduce_mean(float(out_of_time)) > 0
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 train_seconds, clock = elapsed, time.perf_counter()
                 save()
@@ -147,14 +157,20 @@ def main(argv=None):
                 break
         epoch_seconds = time.perf_counter() - epoch_started
         train_seconds += time.perf_counter() - clock
-        epoch, step_in_epoch, state = epoch + 1, 0, None
+        # A budget stop mid-epoch is a partial epoch: it is evaluated (the run needs numbers) and its
+        # checkpoint keeps the position and hidden state, so `--resume train.max_minutes=<more>`
+        # continues it exactly; the epoch schedule, NT-ASGD and early stopping see whole epochs only.
+        partial = step_in_epoch < len(segments)
+        if not partial:
+            epoch, step_in_epoch, state = epoch + 1, 0, None
 
         # End of epoch: valid and test perplexity (the averaged weights once NT-ASGD has started).
         eval_model = averaged.module if averaged is not None else model
         epoch_means = monitor.epoch_means(step)  # stops here on divergence, before evaluating NaN weights
         train_loss = epoch_means["loss"]
         valid_ppl, test_ppl = split_ppl(eval_model, corpus.valid), split_ppl(eval_model, corpus.test)
-        valid_losses.append(math.log(valid_ppl))
+        if not partial:
+            valid_losses.append(math.log(valid_ppl))
         is_best = valid_ppl < best_valid_ppl
         if is_best:
             best_valid_ppl, best_test_ppl = valid_ppl, test_ppl
@@ -165,9 +181,13 @@ def main(argv=None):
             "ppl/train": math.exp(train_loss), "ppl/valid": valid_ppl, "ppl/test": test_ppl,
             "lr": lr, "grad_norm": epoch_means["grad_norm"], "tokens_per_s": tokens_per_s})
         if dist_info.is_main:
-            print(epoch_line(epoch, {"train_ppl": math.exp(train_loss), "valid_ppl": valid_ppl,
-                                     "test_ppl": test_ppl, "lr": lr, "tok/s": round(tokens_per_s)},
+            shown_epoch = round(epoch + step_in_epoch / len(segments), 3)  # a partial epoch as a fraction
+            print(epoch_line(shown_epoch, {"train_ppl": math.exp(train_loss), "valid_ppl": valid_ppl,
+                                           "test_ppl": test_ppl, "lr": lr, "tok/s": round(tokens_per_s)},
                              epoch_seconds), flush=True)
+        if partial:
+            save(is_best)
+            break
         if schedule_every == "epoch":
             scheduler.step(math.log(valid_ppl))
         if cfg.train.optimizer == "ntasgd" and averaged is None \
@@ -181,13 +201,17 @@ def main(argv=None):
             print(f"early stop: valid perplexity has not improved for {patience} epochs")
             break
 
+    # stopped by the budget before train.epochs: not FINISHED, so a larger budget can continue it
+    status = "budget" if out_of_time and epoch < cfg.train.epochs else "finished"
     if dist_info.is_main:
-        write_summary(run_dir, model=model_name(cfg.model),
-                      metrics={"valid_ppl": best_valid_ppl, "test_ppl": best_test_ppl},
-                      params=num_params, train_seconds=round(train_seconds, 1), epochs=epoch,
+        write_summary(run_dir, model=model_name(cfg.model), status=status,
+                      metrics={"valid_ppl": best_valid_ppl, "test_ppl": best_test_ppl}, params=num_params,
+                      train_seconds=round(train_seconds, 1),
+                      epochs=round(epoch + step_in_epoch / steps_per_epoch, 3),
                       steps=step, oov_rate={k: round(v, 5) for k, v in corpus.oov_rate.items()},
                       evaluated_by="train.py (best epoch); lm.evaluate rewrites this")
-        mark_finished(run_dir)
+        if status == "finished":
+            mark_finished(run_dir)
         print(f"best valid ppl {best_valid_ppl:.2f} (test {best_test_ppl:.2f}); "
               f"evaluate with: python -m lm.evaluate {run_dir}")
     tensorboard.close()

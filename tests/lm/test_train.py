@@ -244,3 +244,22 @@ def test_kill_9_at_a_random_step_then_resume_is_exact(corpus_dir, tmp_path, kill
         return [sys.executable, "-m", "lm.train", "--config", "lm/configs/demo.yaml", f"data.dir={corpus_dir}",
                 f"run.root={tmp_path}", f"run.name={name}", *TINY, "train.epochs=2", *extra]
     kill_9_and_resume(command, tmp_path / "lm", seed=1)
+
+
+def test_time_budget_stops_mid_epoch_unfinished_and_a_larger_budget_continues_exactly(corpus_dir, tmp_path, capsys):
+    """train.max_minutes: the partial epoch counts as a fraction, the run is not FINISHED, the same
+    budget does nothing more, and a larger one continues exactly where it stopped."""
+    straight = train(corpus_dir, tmp_path, "straight", "train.epochs=2")
+    budget = train(corpus_dir, tmp_path, "budget", "train.epochs=2", "train.max_minutes=0.0001")
+    summary = json.loads((budget / "summary.json").read_text())
+    assert summary["status"] == "budget" and 0 < summary["epochs"] < 1 and not (budget / "FINISHED").exists()
+    assert summary["metrics"]["valid_ppl"] > 0  # the partial epoch was evaluated
+    capsys.readouterr()
+    train(corpus_dir, tmp_path, "budget", "train.epochs=2", "train.max_minutes=0.0001", "--resume")
+    assert "is already spent" in capsys.readouterr().out
+    train(corpus_dir, tmp_path, "budget", "train.epochs=2", "train.max_minutes=0", "--resume")
+    assert (budget / "FINISHED").exists() and json.loads((budget / "summary.json").read_text())["epochs"] == 2
+    final = [load_checkpoint(sorted((run / "checkpoints").glob("step-*.pt"))[-1]) for run in (straight, budget)]
+    assert final[0]["step"] == final[1]["step"]
+    for key, value in final[0]["model"].items():
+        assert torch.equal(value, final[1]["model"][key]), key
