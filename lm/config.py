@@ -13,6 +13,7 @@ class DataConfig:
     vocab_from: Literal["train", "all"] = "train"  # "all": the course convention (vocab over 3 files)
     max_vocab: int = bounded(0, ge=0)              # keep the N most frequent words (0: all)
     min_count: int = bounded(1, ge=0)              # drop words seen fewer times (they become <unk>)
+    empty_lines: Literal["skip", "eos"] = "skip"   # "eos": an <eos> per empty line (WikiText's published PPLs)
     generate: Literal["", "markov"] = ""           # "markov": write a synthetic corpus into dir if absent
     generate_train_tokens: int = bounded(100_000, ge=1)
 

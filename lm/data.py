@@ -58,21 +58,24 @@ def split_path(folder: Path, split: str) -> Path:
                       f"set data.dir to a folder with train.txt valid.txt test.txt (see lm/README.md)")
 
 
-def read_tokens(path: Path) -> list[str]:
-    """All tokens of a file with `<eos>` after every non-empty line (empty lines carry no sentence
-    and are skipped; their number is printed). Bytes that are not UTF-8 are an error naming the line."""
+def read_tokens(path: Path, empty_lines: str = "skip") -> list[str]:
+    """All tokens of a file with `<eos>` after every line. Empty lines carry no sentence: "skip"
+    drops them (their number is printed); "eos" gives each an `<eos>`, the convention of the published
+    WikiText-2/-103 perplexities (a different token count, so the two do not compare). Bytes that are
+    not UTF-8 are an error naming the line."""
     tokens, empty = [], 0
     for _, line in text_lines(path):
         words = line.split()
         if not words:
             empty += 1
-            continue
+            if empty_lines == "skip":
+                continue
         tokens.extend(words)
         tokens.append(EOS)
     if not tokens:
         raise ConfigError(f"data file {path} has no tokens; it must hold one sentence per line")
     if empty:
-        print(f"{path.name}: skipped {empty} empty line(s)")
+        print(f"{path.name}: {empty} empty line(s) " + ("skipped" if empty_lines == "skip" else "read as <eos>"))
     return tokens
 
 
@@ -91,13 +94,13 @@ class Corpus:
 
 
 def load_corpus(folder: str | Path, vocab_from: str = "train", max_vocab: int = 0,
-                min_count: int = 1) -> Corpus:
+                min_count: int = 1, empty_lines: str = "skip") -> Corpus:
     """Read the three splits of `folder` and map them to ids (see the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"data folder {folder} not found; set data.dir to a folder with "
                           f"train.txt valid.txt test.txt (see lm/README.md for PTB and the course corpus)")
-    tokens = {s: read_tokens(split_path(folder, s)) for s in SPLITS}
+    tokens = {s: read_tokens(split_path(folder, s), empty_lines) for s in SPLITS}
     counted = SPLITS if vocab_from == "all" else ("train",)
     counts = collections.Counter(t for s in counted for t in tokens[s])
     vocab = Vocab.build(counts, max_vocab, min_count)
@@ -173,6 +176,6 @@ def corpus_from_config(cfg) -> tuple[Corpus, Path]:
     if cfg.generate == "markov" and not (folder / "train.txt").is_file():
         print(f"writing a synthetic Markov-chain corpus to {folder}")
         write_corpus(folder, cfg.generate_train_tokens)
-    corpus = load_corpus(folder, cfg.vocab_from, cfg.max_vocab, cfg.min_count)
+    corpus = load_corpus(folder, cfg.vocab_from, cfg.max_vocab, cfg.min_count, cfg.empty_lines)
     print(f"{folder}: {corpus.describe()}")
     return corpus, folder

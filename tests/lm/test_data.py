@@ -19,11 +19,17 @@ def test_eos_per_line_empty_lines_skipped_and_oov_rate(tmp_path, capsys):
     v = corpus.vocab
     assert v.words[:2] == ["<eos>", "<unk>"]
     assert v.decode(corpus.train) == ["the", "cat", "sat", "<eos>", "the", "dog", "sat", "<eos>"]
-    assert "skipped 1 empty line" in capsys.readouterr().out
+    assert "1 empty line(s) skipped" in capsys.readouterr().out
     assert v.decode(corpus.valid) == ["the", "<unk>", "sat", "<eos>"]  # cow unseen in train
     assert corpus.oov_rate["valid"] == pytest.approx(1 / 4)
     assert corpus.oov_rate["test"] == pytest.approx(1 / 3)  # "a"
     assert corpus.oov_rate["train"] == 0
+
+
+def test_empty_lines_as_eos_for_the_wikitext_convention(tmp_path, capsys):
+    corpus = load_corpus(write(tmp_path), empty_lines="eos")
+    assert corpus.vocab.decode(corpus.train) == ["the", "cat", "sat", "<eos>", "<eos>", "the", "dog", "sat", "<eos>"]
+    assert "1 empty line(s) read as <eos>" in capsys.readouterr().out
 
 
 def test_literal_unk_in_text_is_not_counted_as_oov(tmp_path):
