@@ -37,11 +37,19 @@ class SplitPredictions:
 
     def __init__(self, split, cfg, model, mean, std, device, dtype):
         self.filenames = split.filenames
-        self.reference = {f: split.strong[f] for f in self.filenames}
+        # every listed clip is scored: one without audio (skipped by prepare) has no detections, so its
+        # reference events count as misses instead of leaving the score
+        self.reference = dict(split.strong)
+        missing = [f for f in split.strong if f not in set(self.filenames)]
+        if missing:
+            print(f"warning: {split.name}: {len(missing)} of {len(split.strong)} listed clips have no audio "
+                  f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); their "
+                  f"{sum(len(split.strong[f]) for f in missing)} reference events count as misses")
         self.log_mel, lengths = load_features(split.h5_path, self.filenames, frames_per_clip(cfg.features))
         self.hop_s = hop_seconds(cfg.features)
-        self.durations_s = {f: float(min((n - 1) * self.hop_s, cfg.features.clip_s))
-                            for f, n in zip(self.filenames, lengths)}
+        self.durations_s = {f: float(cfg.features.clip_s) for f in missing}
+        self.durations_s.update({f: float(min((n - 1) * self.hop_s, cfg.features.clip_s))
+                                 for f, n in zip(self.filenames, lengths)})
         mels = torch.from_numpy((self.log_mel - mean) / std)
         frame_probs, clip_probs = predict(model, mels, device, dtype=dtype)
         self.frame_probs, self.clip_probs = frame_probs.numpy(), clip_probs.numpy()

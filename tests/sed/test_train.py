@@ -136,3 +136,20 @@ def test_cpu_threads_setting_is_applied(tiny_root, tiny_args, tmp_path, capsys):
     finally:
         torch.set_num_threads(1)
     assert "warning: the valid split has only" in capsys.readouterr().out  # 24 weak clips: a tiny split
+
+
+def test_an_eval_clip_without_audio_counts_its_events_as_misses(tiny_root, tiny_args, tmp_path, capsys):
+    import csv
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    rows = list(csv.reader((root / "metadata" / "eval" / "eval.csv").open(), delimiter="\t"))[1:]
+    events_of = lambda name: sum(1 for row in rows if row[0] == name and len(row) > 1 and row[1])
+    gone = max({row[0] for row in rows}, key=events_of)  # the clip with the most events loses its audio
+    (root / "audio" / "eval" / gone).unlink()
+    train.main(tiny_args(root, tmp_path, "missing", "train.epochs=1"))
+    capsys.readouterr()
+    evaluate.main([str(tmp_path / "sed" / "missing")])
+    assert f"their {events_of(gone)} reference events count as misses" in capsys.readouterr().out
+    scored = list(csv.DictReader((tmp_path / "sed" / "missing" / "class_wise_eval.csv").open()))
+    assert sum(int(row["reference_events"]) for row in scored) == sum(events_of(n) for n in {r[0] for r in rows})
