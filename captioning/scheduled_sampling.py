@@ -53,3 +53,23 @@ def mix_in_predictions(gold: torch.Tensor, previous_logits: torch.Tensor, teache
         probs = torch.softmax(previous_logits.detach().float(), dim=-1).reshape(-1, previous_logits.size(-1))
         predicted = torch.multinomial(probs, 1).view(gold.shape)
     return torch.where(use_model, predicted, gold)
+
+
+def plot_schedule(cfg: ScheduledSamplingConfig, steps_per_epoch: int, epochs: int, path) -> None:
+    """The teacher-forcing probability over the configured run, per epoch (a figure in the run
+    folder: one look says whether the schedule decays within the run)."""
+    import matplotlib  # heavy: only for this figure
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs_axis = [i / steps_per_epoch for i in range(0, epochs * steps_per_epoch + 1, max(1, steps_per_epoch // 20))]
+    values = [teacher_forcing_prob(cfg, round(e * steps_per_epoch) if cfg.unit == "step" else int(e))
+              for e in epochs_axis]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(epochs_axis, values)
+    ax.set(xlabel="epoch", ylabel="teacher-forcing probability", ylim=(0, 1.02),
+           title=f"scheduled sampling: {cfg.schedule} ({cfg.unit}s)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+

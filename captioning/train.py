@@ -30,7 +30,7 @@ from captioning.decoding import decode_images
 from captioning.features import image_sources
 from captioning.metrics import quick_scores
 from captioning.models.captioner import build_model
-from captioning.scheduled_sampling import teacher_forcing_prob
+from captioning.scheduled_sampling import plot_schedule, teacher_forcing_prob
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, cli_main, parse_args, to_dict
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
@@ -128,6 +128,9 @@ def main(argv=None):
     dev_loader = make_loader(CaptionDataset(sources["dev"], dev_caps, dev_lengths, dev_index),
                              None, cfg.train.batch_size, cfg.data.num_workers)
     dev_refs = [corpus.captions[n] for n in corpus.splits["dev"]]
+    if dist_info.is_main and cfg.sampling.schedule != "none":
+        (run_dir / "figures").mkdir(exist_ok=True)
+        plot_schedule(cfg.sampling, len(loader), cfg.train.epochs, run_dir / "figures" / "teacher_forcing.png")
 
     train_model = nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
     groups = [{"params": [p for p in model.decoder.parameters()], "lr": cfg.train.lr}]

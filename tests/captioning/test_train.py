@@ -33,6 +33,7 @@ def test_resume_mid_epoch_and_after_preemption_is_bit_exact(tmp_path, monkeypatc
              "sampling.schedule=exponential", "sampling.exponential_base=0.95", "sampling.min_prob=0"]
     data = tmp_path / "shapes"
     straight = train(data, tmp_path, "straight", *extra)
+    assert (straight / "figures" / "teacher_forcing.png").stat().st_size > 0  # the schedule over the run
     mid = load_checkpoint(sorted((straight / "checkpoints").glob("step-*.pt"))[0])
     assert mid["step"] == 5 and mid["step_in_epoch"] == 5 and mid["epoch"] == 0
     resumed = tmp_path / "captioning" / "resumed"
