@@ -11,6 +11,10 @@ import sys
 EXIT_PREEMPTED = 75
 
 
+def _do_nothing(signum, frame):
+    pass
+
+
 class PreemptionFlag:
     """`if flag.requested: save(); flag.exit()`. Create it first thing in main().
 
@@ -44,9 +48,12 @@ class PreemptionFlag:
 
     def finish(self) -> None:
         """Training is over: a signal from now on (a late Slurm warning, scancel) must neither kill the
-        process nor make a finished run look preempted. Ignoring them also discards pending ones."""
+        process nor make a finished run look preempted. A handler that does nothing takes them, the
+        pending ones too once unblocked. Not SIG_IGN and not left blocked: a child inherits both, even
+        across exec, and a worker pool whose workers ignore SIGTERM cannot be terminated (it hung)."""
         for sig in self.signals:
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, _do_nothing)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
 
     def exit(self, checkpoint_path=None) -> None:
         where = f"; checkpoint {checkpoint_path}" if checkpoint_path else ""

@@ -181,7 +181,7 @@ def main(argv=None):
             "ppl/train": math.exp(train_loss), "ppl/valid": valid_ppl, "ppl/test": test_ppl,
             "lr": lr, "grad_norm": epoch_means["grad_norm"], "tokens_per_s": tokens_per_s})
         if dist_info.is_main:
-            shown_epoch = round(epoch + step_in_epoch / len(segments), 3)  # a partial epoch as a fraction
+            shown_epoch = round(epoch + step_in_epoch / len(segments), 3) if partial else epoch  # a fraction if partial
             print(epoch_line(shown_epoch, {"train_ppl": math.exp(train_loss), "valid_ppl": valid_ppl,
                                            "test_ppl": test_ppl, "lr": lr, "tok/s": round(tokens_per_s)},
                              epoch_seconds), flush=True)

@@ -1,4 +1,6 @@
-"""Shared test settings: no model hub access, and the location of the real data (CI has it)."""
+"""Shared test settings: no model hub access, the location of the real data (CI has it), and a
+watchdog that ends a hung test run."""
+import faulthandler
 import os
 from pathlib import Path
 
@@ -13,6 +15,17 @@ import torch  # noqa: E402  (after the variable, so torch starts with one thread
 torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_TIMEOUT_S = 600  # the slowest test (tests/slurm) takes 2-4 minutes
+
+
+@pytest.fixture(autouse=True)
+def hang_watchdog():
+    """A test that hangs (a worker pool that cannot end, a stuck collective) stops the whole run with
+    every thread's traceback after TEST_TIMEOUT_S, instead of silently eating CI's time limit (that
+    happened: 90 minutes, no output)."""
+    faulthandler.dump_traceback_later(TEST_TIMEOUT_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

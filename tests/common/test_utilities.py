@@ -1,4 +1,5 @@
 import json
+import os
 import random
 import subprocess
 import sys
@@ -204,15 +205,17 @@ def test_find_checkpoint_prefers_best_then_newest_step(tmp_path):
 
 
 def test_preemption_signal_waits_pending_until_polled():
-    import os
     import signal
+    import threading
 
     from common.preemption import PreemptionFlag
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     try:
         flag = PreemptionFlag()
         assert not flag.requested
-        os.kill(os.getpid(), signal.SIGUSR1)  # blocked: stays pending, no handler runs mid-step
+        # to the main thread (os.kill may pick a thread an earlier test started): blocked, it stays
+        # pending and no handler runs mid-step
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
         assert signal.SIGUSR1 in signal.sigpending()
         assert flag.requested and flag.signal_name == "SIGUSR1"
         assert signal.SIGUSR1 not in signal.sigpending()
@@ -220,3 +223,27 @@ def test_preemption_signal_waits_pending_until_polled():
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
+
+
+SIGNAL_STATE_OF_A_CHILD = """
+import signal, subprocess, sys
+from common.preemption import PreemptionFlag
+flag = PreemptionFlag()
+if sys.argv[1] == "finished":
+    flag.finish()
+status = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True).stdout
+fields = dict(line.split(":\\t", 1) for line in status.splitlines() if ":\\t" in line)
+print(" ".join(name for name, field in (("blocked", "SigBlk"), ("ignored", "SigIgn"))
+               if int(fields[field], 16) & (1 << (signal.SIGTERM - 1))))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads a child's signal masks in /proc")
+def test_a_process_started_after_training_can_be_terminated():
+    """The flag blocks SIGTERM and finish() must not ignore it: both are inherited by every child, even
+    across exec, so a worker pool started for evaluation could not be terminated (Pool.terminate hung)."""
+    def child_sigterm_state(phase):
+        return subprocess.run([sys.executable, "-c", SIGNAL_STATE_OF_A_CHILD, phase], capture_output=True, text=True,
+                              cwd=REPO_ROOT, timeout=60, check=True).stdout.split()
+    assert child_sigterm_state("training") == ["blocked"]  # kept pending for the step boundary, by design
+    assert child_sigterm_state("finished") == []

@@ -258,6 +258,8 @@ def test_time_budget_stops_mid_epoch_unfinished_and_a_larger_budget_continues_ex
     train(corpus_dir, tmp_path, "budget", "train.epochs=2", "train.max_minutes=0.0001", "--resume")
     assert "is already spent" in capsys.readouterr().out
     train(corpus_dir, tmp_path, "budget", "train.epochs=2", "train.max_minutes=0", "--resume")
+    epoch_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" | ")[0] for line in epoch_lines] == ["epoch 1", "epoch 2"]  # whole epochs: integers
     assert (budget / "FINISHED").exists() and json.loads((budget / "summary.json").read_text())["epochs"] == 2
     final = [load_checkpoint(sorted((run / "checkpoints").glob("step-*.pt"))[-1]) for run in (straight, budget)]
     assert final[0]["step"] == final[1]["step"]
