@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import log_loss
 
 from common.device import autocast
 
@@ -31,6 +30,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy and scikit-learn's multi-class log loss (the DCASE metric) over all classes."""
+    from sklearn.metrics import log_loss  # heavy (~1.6 s): imported at the first validation, not at start-up
     probs = probs.astype(np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)  # float32 rounding trips sklearn's sum-to-one check
     return {"accuracy": float((probs.argmax(1) == labels).mean()),

@@ -1,10 +1,11 @@
 """Greedy decoding and batched beam search over any decoder with the step interface
 (prepare_memory / init_state / step, see models/attention_lstm.py).
 
-Beam search keeps the beams of every image of the batch in one (B*K, ...) tensor: one decoder call
-per time step for the whole batch, no per-image Python loop. A hypothesis that emitted <end> stays
-in the beam with its score frozen (it can only be continued by <pad> at zero cost), so finished and
-unfinished hypotheses compete for the K places. At the end each image's hypotheses are ranked by
+Beam search keeps the beams of every image of the batch in one (B*K, ...) tensor, the K beams of an
+image in adjacent rows: one decoder call per time step for the whole batch, no per-image Python loop,
+and the image features (memory) stay (B, ...), never copied per beam. A hypothesis that emitted
+<end> stays in the beam with its score frozen (it can only be continued by <pad> at zero cost), so
+finished and unfinished hypotheses compete for the K places. At the end each image's hypotheses are ranked by
     score / length ** length_penalty
 (0: total log-probability; 1: mean log-probability per token, which favours longer captions).
 """
@@ -48,8 +49,9 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, pad
     """features (B, P, D) -> the best hypothesis per image. `banned_ids` (e.g. <start>, <pad>)
     are never generated. beam_size=1 is greedy decoding."""
     batch, k = features.size(0), beam_size
-    memory = _expand(decoder.prepare_memory(features), k)
-    state = decoder.init_state(memory)
+    # The memory keeps one row per image; the decoder maps the K beam rows of an image onto it.
+    memory = decoder.prepare_memory(features)
+    state = _expand(decoder.init_state(memory), k)
     device = features.device
     tokens = torch.full((batch * k,), start_id, dtype=torch.long, device=device)
     # Only beam 0 is live at the start, so the first expansion does not repeat K copies of itself.
@@ -57,8 +59,7 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, pad
     scores[:, 0] = 0.0
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
-    history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
-    alpha_history = []
+    steps = []   # (tokens, parent, alpha) per step; the best hypotheses are traced back at the end
     image_offset = (torch.arange(batch, device=device) * k).unsqueeze(1)
     banned = list(banned_ids)
     for _ in range(max_len):
@@ -67,15 +68,14 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, pad
         vocab = log_probs.size(-1)
         if banned:
             log_probs[:, banned] = float("-inf")
-        log_probs[finished] = float("-inf")
-        log_probs[finished, pad_id] = 0.0
+        log_probs.masked_fill_(finished.unsqueeze(1), float("-inf"))
+        log_probs[:, pad_id].masked_fill_(finished, 0.0)
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
         scores, flat_choice = candidates.topk(k, dim=1)                        # (B, K)
         parent = (image_offset + flat_choice // vocab).view(-1)                # (B*K,) rows of the old beams
         tokens = (flat_choice % vocab).view(-1)
         state = _select(state, parent)
-        history = torch.cat([history.index_select(0, parent), tokens.unsqueeze(1)], dim=1)
-        alpha_history = [a.index_select(0, parent) for a in alpha_history] + [alpha.index_select(0, parent)]
+        steps.append((tokens, parent, alpha))
         was_finished = finished.index_select(0, parent)
         lengths = lengths.index_select(0, parent) + (~was_finished).long()
         finished = was_finished | (tokens == end_id)
@@ -83,9 +83,13 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, pad
             break
     ranking = scores / lengths.view(batch, k).clamp(min=1).float() ** length_penalty
     best = image_offset.squeeze(1) + ranking.argmax(dim=1)                   # (B,)
-    alphas = torch.stack(alpha_history, dim=1).index_select(0, best)
-    return Decoded(history.index_select(0, best), lengths.index_select(0, best),
-                   scores.view(-1).index_select(0, best), alphas)
+    row, best_tokens, best_alphas = best, [], []
+    for step_tokens, step_parent, step_alpha in reversed(steps):
+        best_tokens.append(step_tokens.index_select(0, row))
+        row = step_parent.index_select(0, row)
+        best_alphas.append(step_alpha.index_select(0, row))   # alpha was computed on the parent's row
+    return Decoded(torch.stack(best_tokens[::-1], dim=1), lengths.index_select(0, best),
+                   scores.view(-1).index_select(0, best), torch.stack(best_alphas[::-1], dim=1))
 
 
 @torch.no_grad()

@@ -1,16 +1,19 @@
 """The course's metrics through the field's libraries: sed_eval event-based (t_collar 0.2 s, offsets
 within 20 % of the event length: set explicitly, sed_eval's own default is 0.5) and segment-based
 (1 s) F1 / error rate, macro (class-wise average) and micro (overall); tagging F1 and mAP through
-scikit-learn."""
+scikit-learn. Both libraries are imported where they are used: together they take about as long
+to import as torch, and training start-up needs neither."""
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sed_eval
-from sklearn.metrics import average_precision_score, f1_score
 
 from sed.config import CLASSES
+
+if TYPE_CHECKING:
+    import sed_eval
 
 T_COLLAR_S = 0.2
 PERCENTAGE_OF_LENGTH = 0.2
@@ -25,6 +28,7 @@ def _as_list(filename: str, events) -> list[dict]:
 def event_based(reference: dict, estimated: dict) -> sed_eval.sound_event.EventBasedMetrics:
     """reference / estimated: {filename: [(onset_s, offset_s, label)]}, evaluated file by file
     over the reference's files (a file missing from `estimated` has no detections)."""
+    import sed_eval
     metric = sed_eval.sound_event.EventBasedMetrics(
         event_label_list=CLASSES, t_collar=T_COLLAR_S, percentage_of_length=PERCENTAGE_OF_LENGTH,
         evaluate_onset=True, evaluate_offset=True)
@@ -34,6 +38,7 @@ def event_based(reference: dict, estimated: dict) -> sed_eval.sound_event.EventB
 
 
 def segment_based(reference: dict, estimated: dict, durations_s: dict) -> sed_eval.sound_event.SegmentBasedMetrics:
+    import sed_eval
     metric = sed_eval.sound_event.SegmentBasedMetrics(event_label_list=CLASSES, time_resolution=SEGMENT_S)
     for filename, events in reference.items():
         metric.evaluate(_as_list(filename, events), _as_list(filename, estimated.get(filename, [])),
@@ -71,6 +76,7 @@ def class_wise_f1(metric) -> np.ndarray:
 
 def tagging(targets: np.ndarray, clip_probs: np.ndarray, threshold: float) -> dict[str, float]:
     """Clip-level tagging: F1 (macro, micro) at `threshold` and mAP (macro over the classes present)."""
+    from sklearn.metrics import average_precision_score, f1_score
     decisions = clip_probs > threshold
     present = targets.sum(0) > 0
     with warnings.catch_warnings():

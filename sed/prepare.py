@@ -5,8 +5,9 @@
 Stage by stage, each skipped when its output is there (train.py runs the same function):
   1. (demo/tests) generate the synthetic set when data.synth.enabled and it is missing;
   2. per split (train = weak.csv, test and eval = strong csv): write <split>_wavs.txt, then extract
-     the log-mels that <split>.h5 does not hold yet, in `data.workers` processes. Audio that is
-     missing, unreadable or empty is skipped, counted and listed in <split>_skipped.txt.
+     the log-mels that <split>.h5 does not hold yet, in `data.workers` processes (at most one per
+     core this process may use), one pool for all splits. Audio that is missing, unreadable or empty
+     is skipped, counted and listed in <split>_skipped.txt.
 """
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ import dataclasses
 import fcntl
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
-import librosa
-import numpy as np
-import soundfile as sf
 
 from common.config import ConfigError, cli_main, parse_args, resolve_path
 from common.log import progress
 from sed.config import Config, FeatureConfig
 from sed.data import hop_samples, read_strong_csv, read_weak_csv
+
+if TYPE_CHECKING:  # imported where used: importing scipy.fft took 0.36 s, which train.py need not wait for
+    from sed.features import MelSettings
 
 SHARD_CLIPS = 256  # clips per part file: the most a kill during extraction can lose
 
@@ -51,39 +54,80 @@ def features_dir(cfg: Config) -> Path:
     return resolve_path(cfg.data.root) / "features" / tag
 
 
-def log_mel(path: str | Path, feat: FeatureConfig) -> np.ndarray:
-    """Log mel energies of one file, (frames, n_mels) float32; ValueError for empty audio."""
-    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if audio.size == 0 or not np.any(audio):
-        raise ValueError("empty or silent audio")
-    if sr != feat.sample_rate:
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=feat.sample_rate)
-    mel = librosa.feature.melspectrogram(
-        y=audio, sr=feat.sample_rate, n_fft=feat.n_fft, hop_length=hop_samples(feat),
-        win_length=int(round(feat.win_ms * feat.sample_rate / 1000)), n_mels=feat.n_mels,
-        fmin=feat.fmin_hz, fmax=feat.fmax_hz or None, power=2.0)
-    return np.log(mel + 1e-10).T.astype(np.float32)
+def win_samples(feat: FeatureConfig) -> int:
+    return int(round(feat.win_ms * feat.sample_rate / 1000))
 
 
-def _one_thread_per_worker():
-    """Pool initializer: workers already run in parallel; BLAS/OpenMP threads inside each of them
-    oversubscribe the cores (several times slower on a 2-core machine)."""
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(1)
+def mel_settings(feat: FeatureConfig) -> MelSettings:
+    """The sed.features.MelSettings of `feat`, with librosa's mel filterbank."""
+    import librosa.filters
+
+    from sed.features import MelSettings
+    basis = librosa.filters.mel(sr=feat.sample_rate, n_fft=feat.n_fft, n_mels=feat.n_mels, fmin=feat.fmin_hz,
+                                fmax=feat.fmax_hz or None)
+    return MelSettings(feat.sample_rate, feat.n_fft, hop_samples(feat), win_samples(feat), basis)
 
 
-def _extract(job):
-    """Worker: (filename, path, settings) -> (filename, features or None, reason)."""
-    name, path, feat = job
+def available_cores() -> int:
+    """The cores this process may run on (a Slurm job's or taskset's share, not the whole machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """multiprocessing runs the parent's __main__ module again in every new fork-server worker: for
+    `python -m sed.train` that is torch, librosa and the models, seconds per worker, for a worker that
+    needs sed.features only. Without __spec__ and __file__ it leaves __main__ alone."""
+    main = sys.modules["__main__"]
+    spec, path = getattr(main, "__spec__", None), main.__dict__.pop("__file__", None)
+    main.__spec__ = None
     try:
-        return name, log_mel(path, feat), ""
-    except Exception as err:  # any unreadable file is skipped and listed, never fatal
-        return name, None, f"{type(err).__name__}: {err}".replace("\n", " ")
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
 
 
-def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Path, feat: FeatureConfig,
-                  workers: int) -> tuple[list[str], int]:
+class ExtractionPool:
+    """Log-mel extraction in `workers` processes, at most one per available core (more only add start-up
+    and contention). The pool starts at the first split that has clips to extract and serves every
+    split; with one worker (or one clip) this process extracts. Use as a context manager."""
+
+    def __init__(self, feat: FeatureConfig, workers: int):
+        self.feat = feat
+        self.workers = min(workers, available_cores())
+        self._mel = None
+        self._pool = None
+
+    def map(self, jobs: list[tuple[str, str]]):
+        """(clip name, path) pairs -> an iterator of (clip name, features or None, why not), in any order."""
+        from sed import features
+        if self._mel is None:
+            self._mel = mel_settings(self.feat)
+        if self.workers == 1 or len(jobs) == 1:
+            return (features.extract(name, path, self._mel) for name, path in jobs)
+        if self._pool is None:
+            # Not "fork": forking a process that already runs threads (torch, tensorboard) can leave a
+            # worker holding a copied lock forever. The fork server loads the light worker module only
+            # (not torch, not librosa), and its workers inherit it.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["sed.features"])
+            with _main_module_hidden():
+                self._pool = context.Pool(self.workers, initializer=features.init_worker, initargs=(self._mel,))
+        return self._pool.imap_unordered(features.extract_in_worker, jobs, chunksize=4)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+
+def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Path,
+                  pool: ExtractionPool) -> tuple[list[str], int]:
     """Features for `filenames` into out_dir/<name>.h5 (only those missing); returns the clips that
     have features and how many were extracted now. Skipped clips go to out_dir/<name>_skipped.txt.
 
@@ -91,7 +135,8 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
     new features go to part files of SHARD_CLIPS clips, then are merged into <name>.h5, each file
     written under a temporary name and renamed when complete. A run after a kill (even -9) keeps
     the finished parts, removes the temporary files and extracts the rest."""
-    win = int(round(feat.win_ms * feat.sample_rate / 1000))
+    feat = pool.feat
+    win = win_samples(feat)
     if win > feat.n_fft:
         raise ConfigError(f"features.win_ms={feat.win_ms:g} is {win} samples at {feat.sample_rate} Hz, more than "
                           f"features.n_fft={feat.n_fft}; raise n_fft or shorten the window")
@@ -115,27 +160,17 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
             if not (audio_dir / f).is_file():
                 skipped[f] = "file not found"
             else:
-                jobs.append((f, str(audio_dir / f), feat))
-        if jobs:  # librosa loads its feature modules lazily: once here, not once per worker
-            import librosa.feature  # noqa: F401
+                jobs.append((f, str(audio_dir / f)))
         start = time.time()
-        if workers > 1 and len(jobs) > 1:
-            # Not "fork": forking a process that already runs threads (torch, tensorboard) can leave a
-            # worker holding a copied lock forever. The fork server is clean and has this module loaded.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["sed.prepare"])
-            with context.Pool(workers, initializer=_one_thread_per_worker) as pool:
-                results = pool.imap_unordered(_extract, jobs, chunksize=4)
-                extracted = _store(results, out_dir, name, settings, skipped, len(jobs))
-        else:
-            extracted = _store(map(_extract, jobs), out_dir, name, settings, skipped, len(jobs))
+        extracted = _store(pool.map(jobs) if jobs else [], out_dir, name, settings, skipped, len(jobs))
         seconds = time.time() - start
         parts = _parts(out_dir, name)
         if parts:
             _write_features(h5_path, settings, sources=[p for p in [h5_path, *parts] if p.is_file()])
             for part in parts:
                 part.unlink()
-        available = [f for f in filenames if f in _clips_in(h5_path, settings)]
+        held = _clips_in(h5_path, settings)  # once: it reads every clip's header
+        available = [f for f in filenames if f in held]
     rate = f" ({len(jobs) / seconds:.1f} clips/s)" if jobs and seconds > 0 else ""
     (out_dir / f"{name}_skipped.txt").write_text("".join(f"{f}\t{why}\n" for f, why in sorted(skipped.items())))
     message = f"{name}: {len(filenames)} clips listed, {extracted} extracted now{rate}, {len(available)} with features"
@@ -204,31 +239,37 @@ def _store(results, out_dir, name, settings, skipped, total) -> int:
     return extracted
 
 
-def prepare_data(cfg: Config) -> dict[str, Split]:
-    """Every split the config names, prepared (idempotent). Keys: train, eval and (if set) test."""
+def synth_data(cfg: Config) -> Path:
+    """data.root, with the synthetic set generated into it when data.synth.enabled and it is missing."""
     root = resolve_path(cfg.data.root)
     synth = cfg.data.synth
     if synth.enabled:
         from sed.synth import generate
         generate(root, synth.train_clips, synth.test_clips, synth.eval_clips, synth.sample_rate, synth.seed,
                  cfg.data.workers)
+    return root
+
+
+def prepare_data(cfg: Config) -> dict[str, Split]:
+    """Every split the config names, prepared (idempotent). Keys: train, eval and (if set) test."""
+    root = synth_data(cfg)
     if not root.is_dir():
         raise ConfigError(f"data.root {root} does not exist; download DCASE2018 Task 4 (see sed/README.md) "
                           f"or set data.root")
     out_dir = features_dir(cfg)
     splits = {}
     weak = read_weak_csv(root / cfg.data.weak_csv)
-    names = list(weak)
-    available, _ = extract_split("train", root / cfg.data.weak_audio, names, out_dir, cfg.features, cfg.data.workers)
-    splits["train"] = Split("train", out_dir / "train.h5", available, weak, None)
-    for name, csv, audio in (("test", cfg.data.test_csv, cfg.data.test_audio),
-                             ("eval", cfg.data.eval_csv, cfg.data.eval_audio)):
-        if not csv:
-            continue
-        strong = read_strong_csv(root / csv)
-        available, _ = extract_split(name, root / audio, list(strong), out_dir, cfg.features, cfg.data.workers)
-        clip_labels = {f: sorted({label for _, _, label in events}) for f, events in strong.items()}
-        splits[name] = Split(name, out_dir / f"{name}.h5", available, clip_labels, strong)
+    with ExtractionPool(cfg.features, cfg.data.workers) as pool:
+        available, _ = extract_split("train", root / cfg.data.weak_audio, list(weak), out_dir, pool)
+        splits["train"] = Split("train", out_dir / "train.h5", available, weak, None)
+        for name, csv, audio in (("test", cfg.data.test_csv, cfg.data.test_audio),
+                                 ("eval", cfg.data.eval_csv, cfg.data.eval_audio)):
+            if not csv:
+                continue
+            strong = read_strong_csv(root / csv)
+            available, _ = extract_split(name, root / audio, list(strong), out_dir, pool)
+            clip_labels = {f: sorted({label for _, _, label in events}) for f, events in strong.items()}
+            splits[name] = Split(name, out_dir / f"{name}.h5", available, clip_labels, strong)
     for split in splits.values():
         if not split.filenames:
             raise ConfigError(f"split {split.name}: no clip has features; check the audio folder and "

@@ -28,7 +28,6 @@ from common.params import count_parameters
 from common.run import read_summary, write_summary
 from vae.config import Config
 from vae.data import Split, batches, load_splits
-from vae.figures import latent_figure, latent_scatter_figure, prior_samples_figure, reconstruction_figure, save_figure
 from vae.loss import bernoulli_nll, gaussian_kl, importance_weighted_nll, log_importance_weights
 from vae.models import build_model
 
@@ -74,6 +73,14 @@ def write_figures(model, cfg: Config, valid, run_dir: Path, tensorboard=None, st
                   scatter: bool = True) -> list[Path]:
     """The latent traversal, reconstructions of the first 16 validation images, prior samples and
     (scatter=True) the latent scatter by digit, as PNG files and tensorboard figures."""
+    # heavy (matplotlib, torchvision): only for figures, not at training start-up
+    from vae.figures import (
+        latent_figure,
+        latent_scatter_figure,
+        prior_samples_figure,
+        reconstruction_figure,
+        save_figure,
+    )
     model.eval()
     paths = [save_figure(latent_figure(model, cfg.eval.traversal_steps, cfg.eval.z_max), run_dir,
                          f"latent_z{model.latent_dim}", tensorboard, step),

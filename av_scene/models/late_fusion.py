@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.linear_model import LogisticRegression
 
 from av_scene.models.unimodal import UnimodalClassifier
 
@@ -60,6 +59,7 @@ class StackingFusion:
     """Multinomial logistic regression on [log p_audio, log p_video] (batch, 2 * classes)."""
 
     def __init__(self, num_classes: int, regularisation: float = 1.0):
+        from sklearn.linear_model import LogisticRegression  # heavy: only for stacking, after training
         self.num_classes = num_classes
         self.model = LogisticRegression(C=regularisation, max_iter=2000)
 

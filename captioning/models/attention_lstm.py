@@ -6,6 +6,8 @@ Every decoder here has the same step interface, which greedy and beam search use
     memory = dec.prepare_memory(features)          # dict of (B, ...) tensors, computed once
     state = dec.init_state(memory)                 # dict of (B, ...) tensors
     logits, state, alpha = dec.step(tokens, state, memory)   # tokens (B,) -> (B, V), _, (B, P)
+A step also takes K hypotheses per image (beam search): tokens and state then have B*K rows, the K
+rows of an image adjacent, while the memory keeps its B rows; nothing of the memory is copied per beam.
 """
 from __future__ import annotations
 
@@ -25,10 +27,15 @@ class SoftAttention(nn.Module):
         self.score = nn.Linear(attention_dim, 1)
 
     def forward(self, features, projected_features, hidden):
-        """features (B, P, D), projected_features (B, P, A), hidden (B, H) -> context (B, D), alpha (B, P)."""
-        scores = self.score(torch.tanh(projected_features + self.hidden_proj(hidden).unsqueeze(1)))
-        alpha = torch.softmax(scores.squeeze(2), dim=1)
-        return (alpha.unsqueeze(2) * features).sum(dim=1), alpha
+        """features (B, P, D), projected_features (B, P, A), hidden (B*K, H) with K hypotheses per
+        image in adjacent rows -> context (B*K, D), alpha (B*K, P)."""
+        batch, positions, encoder_dim = features.shape
+        hidden_part = self.hidden_proj(hidden).view(batch, -1, 1, projected_features.size(2))   # (B, K, 1, A)
+        # (B, K, P, A) by broadcasting: the K hypotheses of an image share its projected features
+        scores = self.score((projected_features.unsqueeze(1) + hidden_part).tanh_()).squeeze(3)
+        alpha = torch.softmax(scores, dim=2)                                                    # (B, K, P)
+        context = torch.bmm(alpha, features)                                                    # (B, K, D)
+        return context.view(-1, encoder_dim), alpha.view(-1, positions)
 
 
 class AttentionLSTMDecoder(nn.Module):
@@ -53,7 +60,7 @@ class AttentionLSTMDecoder(nn.Module):
         return {"h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
 
     def step(self, tokens: torch.Tensor, state: dict, memory: dict):
-        """tokens (B,) -> logits (B, V), new state, alpha (B, P)."""
+        """tokens (B*K,), state (B*K, ...), memory (B, ...) -> logits (B*K, V), new state, alpha (B*K, P)."""
         context, alpha = self.attention(memory["features"], memory["projected"], state["h"])
         context = torch.sigmoid(self.gate(state["h"])) * context
         h, c = self.lstm(torch.cat([self.embedding(tokens), context], dim=1), (state["h"], state["c"]))

@@ -27,13 +27,15 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, memory, causal_mask):
-        """x (B, T, d), memory (B, P, d) -> x (B, T, d), cross-attention weights (B, T, P)."""
+        """x (B*K, T, d), memory (B, P, d) -> x (B*K, T, d), cross-attention weights (B*K, T, P)."""
         h = self.norms[0](x)
         x = x + self.dropout(self.self_attn(h, h, h, attn_mask=causal_mask, need_weights=False)[0])
-        h = self.norms[1](x)
+        # K hypotheses per image (beam search, x has B*K rows): their queries go into one row per
+        # image, so the memory is not copied per beam.
+        h = self.norms[1](x).reshape(memory.size(0), -1, x.size(2))                     # (B, K*T, d)
         attended, weights = self.cross_attn(h, memory, memory, need_weights=True, average_attn_weights=True)
-        x = x + self.dropout(attended)
-        return x + self.dropout(self.ff(self.norms[2](x))), weights
+        x = x + self.dropout(attended.reshape(x.shape))
+        return x + self.dropout(self.ff(self.norms[2](x))), weights.reshape(x.size(0), x.size(1), -1)
 
 
 class TransformerDecoder(nn.Module):

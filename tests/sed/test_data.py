@@ -1,12 +1,17 @@
 """Label files, the stratified split and feature preparation (corrupt, empty, missing audio)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from common.config import ConfigError, load_config
+from common.config import REPO_ROOT, ConfigError, load_config
 from sed.config import CLASSES, Config
 from sed.data import label_matrix, load_features, read_strong_csv, read_weak_csv, stratified_split
-from sed.prepare import extract_split, prepare_data
+from sed.features import log_mel
+from sed.prepare import ExtractionPool, extract_split, mel_settings, prepare_data
 
 
 def test_weak_and_strong_csv_formats(tmp_path):
@@ -51,6 +56,74 @@ def test_stratified_split_keeps_every_class_in_both_parts():
     assert np.array_equal(again[1], valid_idx)
 
 
+def librosa_log_mel(path, feat):
+    """The extraction before sed/features.py (librosa.feature.melspectrogram), the reference."""
+    import librosa
+    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = librosa.resample(audio.mean(axis=1), orig_sr=sr, target_sr=feat.sample_rate)
+    mel = librosa.feature.melspectrogram(
+        y=audio, sr=feat.sample_rate, n_fft=feat.n_fft, hop_length=round(feat.hop_ms * feat.sample_rate / 1000),
+        win_length=round(feat.win_ms * feat.sample_rate / 1000), n_mels=feat.n_mels, fmin=feat.fmin_hz,
+        fmax=feat.fmax_hz or None, power=2.0)
+    return np.log(mel + 1e-10).T.astype(np.float32)
+
+
+@pytest.mark.parametrize("overrides", [
+    [],                                                           # course settings, 44.1 kHz
+    ["features.sample_rate=16000", "features.n_fft=1024", "features.win_ms=25", "features.hop_ms=10",
+     "features.fmin_hz=50", "features.fmax_hz=7000"],             # resampled, window < n_fft, band limits
+])
+def test_log_mel_equals_librosa_melspectrogram_within_tolerance(tmp_path, overrides):
+    """Tolerance on log mel energies (float32 rounding): 1e-3 (0.1 % in power) in bands within 80 dB of their
+    frame's loudest band, 0.02 (2 %) below; measured at most 1.6e-4 and 9.6e-3 (bands 80+ dB below a tone)."""
+    feat = load_config(Config, None, overrides).features
+    sr = 44100
+    t = np.arange(3 * sr) / sr
+    noise = np.random.default_rng(0).standard_normal(len(t))
+    clips = {"tone_then_silence": np.where(t < 1.5, 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0),
+             "noise": 0.1 * noise,
+             "quiet_tone": 1e-4 * np.sin(2 * np.pi * 440 * t) + 1e-6 * noise,
+             "stereo": np.stack([0.3 * np.sin(2 * np.pi * 3000 * t), 0.05 * noise], axis=1)}
+    mel = mel_settings(feat)
+    for name, audio in clips.items():
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, audio.astype(np.float32), sr, subtype="FLOAT")
+        ours, reference = log_mel(path, mel), librosa_log_mel(path, feat)
+        assert ours.dtype == np.float32 and ours.shape == reference.shape, name
+        within_80_db = reference > reference.max(axis=1, keepdims=True) - 8 * np.log(10)
+        assert np.abs(ours - reference)[within_80_db].max() < 1e-3, name
+        assert np.abs(ours - reference).max() < 0.02, name
+
+
+MAIN_WITH_TORCH = """
+import multiprocessing, sys
+import torch  # what the main module of `python -m sed.train` has loaded
+from common.config import load_config
+from sed.config import Config
+from sed.prepare import ExtractionPool
+
+if __name__ == "__main__":
+    feat = load_config(Config, None, ["features.sample_rate=16000", "features.n_fft=1024"]).features
+    with ExtractionPool(feat, workers=2) as pool:
+        extracted = [mel is not None for _, mel, _ in pool.map([(path, path) for path in sys.argv[1:]])]
+        maps = [open(f"/proc/{child.pid}/maps").read() for child in multiprocessing.active_children()]
+    print(sum(extracted), len(maps), sum("libtorch" in m or "scipy/signal" in m for m in maps))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the workers' memory maps in /proc")
+def test_extraction_workers_load_neither_torch_nor_librosa(tiny_root, tmp_path):
+    """The workers of a main module that imported torch (python -m sed.train) load sed.features only:
+    torch or librosa (scipy.signal) there cost seconds per worker."""
+    script = tmp_path / "main_with_torch.py"
+    script.write_text(MAIN_WITH_TORCH)
+    paths = [str(p) for p in sorted((tiny_root / "audio" / "train" / "weak").iterdir())[:4]]
+    run = subprocess.run([sys.executable, str(script), *paths], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["4", "2", "0"]  # 4 clips extracted, 2 workers, none with torch or scipy.signal
+
+
 def test_prepare_skips_lists_and_counts_bad_audio_and_is_idempotent(tiny_root, tmp_path):
     audio_dir = tiny_root / "audio" / "train" / "weak"
     good = sorted(p.name for p in audio_dir.iterdir())[:4]
@@ -64,18 +137,23 @@ def test_prepare_skips_lists_and_counts_bad_audio_and_is_idempotent(tiny_root, t
     feat = load_config(Config, None, ["features.sample_rate=16000", "features.n_fft=512"]).features
     out = tmp_path / "features"
     with pytest.raises(ConfigError, match="features.win_ms=40 is 640 samples at 16000 Hz, more than"):
-        extract_split("train", bad_dir, names, out, feat, workers=2)
+        extract_split("train", bad_dir, names, out, ExtractionPool(feat, workers=2))
     feat.n_fft = 1024
-    available, extracted = extract_split("train", bad_dir, names, out, feat, workers=2)
+    assert ExtractionPool(feat, workers=64).workers == len(os.sched_getaffinity(0))
+    with ExtractionPool(feat, workers=2) as pool:
+        available, extracted = extract_split("train", bad_dir, names, out, pool)
     assert available == good and extracted == 4
     skipped = dict(line.split("\t") for line in (out / "train_skipped.txt").read_text().splitlines())
     assert sorted(skipped) == ["corrupt.wav", "empty.wav", "missing.wav"]
     assert skipped["missing.wav"] == "file not found" and "empty" in skipped["empty.wav"]
     assert len((out / "train_wavs.txt").read_text().splitlines()) == 7
-    available, extracted = extract_split("train", bad_dir, names, out, feat, workers=2)
+    with ExtractionPool(feat, workers=2) as pool:
+        available, extracted = extract_split("train", bad_dir, names, out, pool)
     assert available == good and extracted == 0          # nothing extracted twice
     features, lengths = load_features(out / "train.h5", good, n_frames=600)
     assert features.shape == (4, 600, 64) and np.all(lengths == 1 + 160000 // 320)
+    mel = mel_settings(feat)
+    assert all(np.array_equal(f[:n], log_mel(bad_dir / name, mel)) for f, n, name in zip(features, lengths, good))
     assert np.all(features[:, lengths[0]:] == features[:, lengths[0]:lengths[0] + 1])  # padded with a constant
 
 
@@ -101,7 +179,8 @@ def write_then_die(*args, **kwargs):  # SIGKILL in the middle of writing an HDF5
 
 setattr(h5py.Group, method, write_then_die)
 feat = load_config(Config, None, sys.argv[6:]).features
-prepare.extract_split("train", audio_dir, sorted(p.name for p in audio_dir.iterdir())[:clips], out_dir, feat, workers=1)
+prepare.extract_split("train", audio_dir, sorted(p.name for p in audio_dir.iterdir())[:clips], out_dir,
+                      prepare.ExtractionPool(feat, workers=1))
 """
 
 
@@ -110,10 +189,6 @@ prepare.extract_split("train", audio_dir, sorted(p.name for p in audio_dir.iterd
     ("copy", 2, 10),            # while merging the finished parts into train.h5
 ])
 def test_feature_cache_survives_kill_9_during_extraction(tiny_root, tmp_path, method, kill_at, kept):
-    import subprocess
-    import sys
-
-    from common.config import REPO_ROOT
     audio_dir = tiny_root / "audio" / "train" / "weak"
     names = sorted(p.name for p in audio_dir.iterdir())[:10]
     overrides = ["features.sample_rate=16000", "features.n_fft=1024", "features.hop_ms=80"]
@@ -123,10 +198,10 @@ def test_feature_cache_survives_kill_9_during_extraction(tiny_root, tmp_path, me
                              method, str(kill_at), *overrides], cwd=REPO_ROOT, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
     assert list(out.glob(".*.tmp")) and not (out / "train.h5").exists()  # killed while writing a file
-    available, extracted = extract_split("train", audio_dir, names, out, feat, workers=1)
+    available, extracted = extract_split("train", audio_dir, names, out, ExtractionPool(feat, workers=1))
     assert available == names and extracted == len(names) - kept
     assert not list(out.glob("*.tmp")) and not list(out.glob("*part*"))  # cleaned up
-    extract_split("train", audio_dir, names, tmp_path / "clean", feat, workers=1)
+    extract_split("train", audio_dir, names, tmp_path / "clean", ExtractionPool(feat, workers=1))
     resumed = load_features(out / "train.h5", names, n_frames=130)
     clean = load_features(tmp_path / "clean" / "train.h5", names, n_frames=130)
     assert all(np.array_equal(a, b) for a, b in zip(resumed, clean))
@@ -138,9 +213,48 @@ def test_feature_cache_damaged_by_an_older_version_is_extracted_again(tiny_root,
     feat = load_config(Config, None, ["features.sample_rate=16000", "features.n_fft=1024",
                                       "features.hop_ms=80"]).features
     out = tmp_path / "features"
-    extract_split("train", audio_dir, names, out, feat, workers=1)
+    extract_split("train", audio_dir, names, out, ExtractionPool(feat, workers=1))
     data = (out / "train.h5").read_bytes()
     (out / "train.h5").write_bytes(data[:len(data) // 2])  # what a kill -9 of the in-place writer left
-    available, extracted = extract_split("train", audio_dir, names, out, feat, workers=1)
+    available, extracted = extract_split("train", audio_dir, names, out, ExtractionPool(feat, workers=1))
     assert available == names and extracted == 3
     assert f"{out / 'train.h5'} is damaged" in capsys.readouterr().out
+
+
+POOL_STARTED_BY_TRAIN = """
+import multiprocessing, signal, sys
+from common.config import load_config
+from common.preemption import PreemptionFlag
+from sed.config import Config
+from sed.prepare import ExtractionPool
+
+if __name__ == "__main__":
+    flag = PreemptionFlag()  # sed.train creates it before preparing the data: SIGTERM blocked
+    if sys.argv[1] == "finished":
+        flag.finish()  # a training that ended in this process before (a notebook, the test suite)
+    feat = load_config(Config, None, ["features.sample_rate=16000", "features.n_fft=1024"]).features
+    for _ in range(3):
+        with ExtractionPool(feat, workers=2) as pool:
+            done = sum(mel is not None for _, mel, _ in pool.map([(path, path) for path in sys.argv[2:]]))
+            states = []
+            for worker in multiprocessing.active_children():
+                fields = dict(line.split(":\\t", 1) for line in open(f"/proc/{worker.pid}/status") if ":\\t" in line)
+                states.append(bool((int(fields["SigBlk"], 16) | int(fields["SigIgn"], 16))
+                                   & (1 << (signal.SIGTERM - 1))))
+        print(done, states)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the workers' signal masks in /proc")
+def test_extraction_pool_under_the_preemption_flag_ends(tiny_root, tmp_path):
+    """Workers inherit an ignored or blocked SIGTERM from the process that starts them; a pool whose workers
+    SIGTERM cannot end hung in Pool.terminate (in CI, in test_prepare_skips_lists... above, after an
+    in-process training of an earlier test). The workers take SIGTERM back and the pool ends."""
+    script = tmp_path / "pool_started_by_train.py"
+    script.write_text(POOL_STARTED_BY_TRAIN)
+    paths = [str(p) for p in sorted((tiny_root / "audio" / "train" / "weak").iterdir())[:4]]
+    for phase in ("training", "finished"):
+        run = subprocess.run([sys.executable, str(script), phase, *paths], cwd=REPO_ROOT, capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines() == ["4 [False, False]"] * 3, phase
