@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from lm.config import ModelConfig
+from common.config import REPO_ROOT, load_config
+from lm.config import Config, ModelConfig
 from lm.models import ARCHITECTURES, TransformerLM, build_model, detach_state
 
 VOCAB = 23
@@ -95,3 +96,23 @@ def test_transformer_memory_keeps_last_tokens():
     model = TransformerLM(VOCAB, emb_dim=16, layers=1, heads=2, ff_dim=32, memory_len=4)
     _, state = model(torch.arange(10).view(1, 10) % VOCAB)
     assert state.tolist() == [[6, 7, 8, 9]]
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO_ROOT / "lm" / "configs").glob("*.yaml")))
+def test_parameter_counts_in_config_headers_match_the_models(config):
+    """A header's "N parameters with the V-word vocabulary" (and "M with PTB's 10,000") is what the code builds."""
+    import re
+    path = REPO_ROOT / "lm" / "configs" / config
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    claims = [(count, millions, vocab) for count, millions, vocab in
+              re.findall(r"([\d][\d,.]*)(M?) parameters with the ([\d,]+)-word", header)]
+    claims += [(count, millions, "10,000") for count, millions in re.findall(r"([\d][\d,.]*)(M?) with PTB's 10,000", header)]
+    if config != "demo.yaml":  # the demo's vocabulary comes from its generated corpus; its count is tested in test_train
+        assert claims, f"{config} states no parameter count"
+    model_cfg = load_config(Config, str(path), []).model
+    for count, millions, vocab in claims:
+        built = sum(p.numel() for p in build_model(model_cfg, int(vocab.replace(",", ""))).parameters())
+        if millions:
+            assert f"{built / 1e6:.1f}" == count, (config, vocab, built)
+        else:
+            assert built == int(count.replace(",", "")), (config, vocab, built)
