@@ -25,7 +25,7 @@ from common.device import pick_device
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, hop_samples, read_weak_csv
 from sed.models import build_model
-from sed.prepare import ExtractionPool, extract_split, synth_data, win_samples
+from sed.prepare import ExtractionPool, extract_split, label_files, synth_data, win_samples
 
 
 def plain_loop(paths: list[Path], feat) -> float:
@@ -79,7 +79,7 @@ def main(argv=None):
     known, rest = pre.parse_known_args(argv)
     cfg, _ = parse_args(Config, rest, description=__doc__.split("\n\n")[0])
     root = synth_data(cfg)  # the demo generates its audio
-    names = list(read_weak_csv(root / cfg.data.weak_csv))[:known.clips]
+    names = list(read_weak_csv(root / label_files(cfg.data, root)["weak_csv"]))[:known.clips]
     audio_dir = root / cfg.data.weak_audio
     paths = [audio_dir / n for n in names]
     plain_loop(paths[:1], cfg.features)  # warm-up: librosa loads its modules lazily, not timed

@@ -24,7 +24,11 @@ class SynthConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    root: str = "data/dcase2018_task4"         # DCASE2018 Task 4 folder (audio/, metadata/)
+    root: str = "data/dcase2018_task4"         # DCASE2018 Task 4 folder (audio/, metadata/ or label/)
+    # "dcase": the download's metadata/ folder; "course": the course's copy (label/train/weak.csv,
+    # label/eval/eval.csv, label/class_label_indices.txt, no test split), whose paths replace the
+    # three csv defaults below (a path you set yourself is kept); "auto": course if <root>/label exists
+    layout: Literal["auto", "dcase", "course"] = "auto"
     weak_csv: str = "metadata/train/weak.csv"  # filename<TAB>label,label
     weak_audio: str = "audio/train/weak"
     test_csv: str = "metadata/test/test.csv"   # strong labels; picks post-processing ("" = none)

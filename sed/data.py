@@ -2,6 +2,7 @@
 in-memory clip datasets built from the HDF5 features that prepare.py writes."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -17,6 +18,30 @@ def _check_labels(labels, path, line_no):
         if label not in CLASSES:
             raise ConfigError(f"{path}:{line_no}: unknown event label {label!r}; "
                               f"the DCASE2018 Task 4 classes are {', '.join(CLASSES)}")
+
+
+def check_class_list(path: str | Path) -> None:
+    """The course's label/class_label_indices.txt: one class per line, an index and a name (in either
+    order, separated by tabs, commas or spaces; a header line is allowed). The model's outputs are
+    the DCASE2018 Task 4 classes (CLASSES, by name), so the file must list exactly those."""
+    path = Path(path)
+    listed = {}
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        fields = [f for f in re.split(r"[\t, ]+", line.strip()) if f]
+        if not fields:
+            continue
+        numbers = [f for f in fields if f.isdigit()]
+        names = [f for f in fields if not f.isdigit()]
+        if len(numbers) != 1 or len(names) != 1:
+            if line_no == 1 and not numbers:
+                continue  # a header
+            raise ConfigError(f"{path}:{line_no}: expected '<index> <class name>', got {line!r}")
+        listed[names[0]] = int(numbers[0])
+    if set(listed) != set(CLASSES):
+        extra, missing = sorted(set(listed) - set(CLASSES)), sorted(set(CLASSES) - set(listed))
+        raise ConfigError(f"{path} lists other classes than DCASE2018 Task 4's ten (not ours: "
+                          f"{', '.join(extra) or '-'}; missing: {', '.join(missing) or '-'}); this pipeline is "
+                          f"built for those ten")
 
 
 def read_weak_csv(path: str | Path) -> dict[str, list[str]]:

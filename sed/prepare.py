@@ -25,8 +25,8 @@ import h5py
 
 from common.config import ConfigError, cli_main, parse_args, resolve_path
 from common.log import progress
-from sed.config import Config, FeatureConfig
-from sed.data import hop_samples, read_strong_csv, read_weak_csv
+from sed.config import Config, DataConfig, FeatureConfig
+from sed.data import check_class_list, hop_samples, read_strong_csv, read_weak_csv
 
 if TYPE_CHECKING:  # imported where used: importing scipy.fft took 0.36 s, which train.py need not wait for
     from sed.features import MelSettings
@@ -161,6 +161,8 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
                 skipped[f] = "file not found"
             else:
                 jobs.append((f, str(audio_dir / f)))
+        if jobs:
+            _note_upsampling(name, jobs[0][1], feat)
         start = time.time()
         extracted = _store(pool.map(jobs) if jobs else [], out_dir, name, settings, skipped, len(jobs))
         seconds = time.time() - start
@@ -178,6 +180,20 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
         message += f", {len(skipped)} skipped (listed in {out_dir / f'{name}_skipped.txt'})"
     print(message, flush=True)
     return available, extracted
+
+
+def _note_upsampling(split: str, path: str, feat: FeatureConfig) -> None:
+    """Audio below features.sample_rate is upsampled, and the mel bands above its Nyquist frequency
+    stay empty: say so once per split (from its first clip), with the setting that matches."""
+    import soundfile as sf
+    try:
+        rate = sf.info(path).samplerate
+    except RuntimeError:
+        return  # unreadable: extraction skips and lists it
+    if rate < feat.sample_rate:
+        print(f"note: {split} audio is {rate} Hz ({Path(path).name}), below features.sample_rate={feat.sample_rate}: "
+              f"it is upsampled and the mel bands above {rate // 2} Hz stay empty; features.sample_rate={rate} "
+              f"(with a matching features.n_fft) uses the audio as it is")
 
 
 def _parts(out_dir: Path, name: str) -> list[Path]:
@@ -250,6 +266,28 @@ def synth_data(cfg: Config) -> Path:
     return root
 
 
+COURSE_LABELS = {"weak_csv": "label/train/weak.csv", "test_csv": "", "eval_csv": "label/eval/eval.csv"}
+COURSE_CLASS_LIST = "label/class_label_indices.txt"
+
+
+def label_files(data: DataConfig, root: Path) -> dict[str, str]:
+    """weak_csv, test_csv ("" = no test split) and eval_csv for data.layout (see DataConfig)."""
+    layout = data.layout
+    if layout == "auto":
+        layout = "course" if (root / "label").is_dir() and not (root / "metadata").is_dir() else "dcase"
+    files = {key: getattr(data, key) for key in COURSE_LABELS}
+    if layout == "course":
+        if not (root / COURSE_CLASS_LIST).is_file():
+            raise ConfigError(f"{root / COURSE_CLASS_LIST} not found: the course layout has it next to "
+                              f"label/train/weak.csv (or set data.layout=dcase)")
+        check_class_list(root / COURSE_CLASS_LIST)
+        defaults = DataConfig()
+        files = {key: path if path != getattr(defaults, key) else COURSE_LABELS[key] for key, path in files.items()}
+        print(f"data layout: course ({', '.join(p for p in files.values() if p)}"
+              f"{'' if files['test_csv'] else '; no test split: the configured post-processing is used'})")
+    return files
+
+
 def prepare_data(cfg: Config) -> dict[str, Split]:
     """Every split the config names, prepared (idempotent). Keys: train, eval and (if set) test."""
     root = synth_data(cfg)
@@ -258,12 +296,13 @@ def prepare_data(cfg: Config) -> dict[str, Split]:
                           f"or set data.root")
     out_dir = features_dir(cfg)
     splits = {}
-    weak = read_weak_csv(root / cfg.data.weak_csv)
+    labels = label_files(cfg.data, root)
+    weak = read_weak_csv(root / labels["weak_csv"])
     with ExtractionPool(cfg.features, cfg.data.workers) as pool:
         available, _ = extract_split("train", root / cfg.data.weak_audio, list(weak), out_dir, pool)
         splits["train"] = Split("train", out_dir / "train.h5", available, weak, None)
-        for name, csv, audio in (("test", cfg.data.test_csv, cfg.data.test_audio),
-                                 ("eval", cfg.data.eval_csv, cfg.data.eval_audio)):
+        for name, csv, audio in (("test", labels["test_csv"], cfg.data.test_audio),
+                                 ("eval", labels["eval_csv"], cfg.data.eval_audio)):
             if not csv:
                 continue
             strong = read_strong_csv(root / csv)

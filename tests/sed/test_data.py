@@ -258,3 +258,45 @@ def test_extraction_pool_under_the_preemption_flag_ends(tiny_root, tmp_path):
                              text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=120)
         assert run.returncode == 0, run.stderr
         assert run.stdout.splitlines() == ["4 [False, False]"] * 3, phase
+
+
+def course_copy(tiny_root, tmp_path, class_lines):
+    """tiny_root rearranged as the course's folder: label/ instead of metadata/, no test split."""
+    import shutil
+    root = tmp_path / "course"
+    shutil.copytree(tiny_root / "audio", root / "audio", ignore=shutil.ignore_patterns("test"))
+    for split, csv in (("train", "weak.csv"), ("eval", "eval.csv")):
+        (root / "label" / split).mkdir(parents=True)
+        shutil.copy(tiny_root / "metadata" / split / csv, root / "label" / split / csv)
+    (root / "label" / "class_label_indices.txt").write_text("".join(f"{line}\n" for line in class_lines))
+    return root
+
+
+FAST = ["features.sample_rate=16000", "features.n_fft=1024", "features.hop_ms=80", "data.workers=1"]
+
+
+def test_course_layout_is_read_without_overrides(tiny_root, tmp_path, capsys):
+    root = course_copy(tiny_root, tmp_path, ["index,display_name"] + [f"{i},{c}" for i, c in enumerate(CLASSES)])
+    splits = prepare_data(load_config(Config, None, [f"data.root={root}", *FAST]))
+    assert sorted(splits) == ["eval", "train"]
+    assert "data layout: course (label/train/weak.csv, label/eval/eval.csv; no test split" in capsys.readouterr().out
+    assert len(splits["train"].filenames) == 24 and len(splits["eval"].filenames) == 6
+
+
+@pytest.mark.parametrize("class_lines, message", [
+    ([f"{i}\t{c}" for i, c in enumerate(CLASSES[:-1])], "missing: Vacuum_cleaner"),
+    ([f"{c} {i}" for i, c in enumerate(CLASSES)] + ["10 Guitar"], "not ours: Guitar"),
+    ([f"{i}\t{c}" for i, c in enumerate(CLASSES)] + ["Guitar"], "class_label_indices.txt:11: expected '<index> <class name>'"),
+])
+def test_course_class_list_must_name_the_ten_classes(tiny_root, tmp_path, class_lines, message):
+    root = course_copy(tiny_root, tmp_path, class_lines)
+    with pytest.raises(ConfigError, match=message):
+        prepare_data(load_config(Config, None, [f"data.root={root}", *FAST]))
+
+
+def test_upsampled_audio_is_noted_once_per_split(tiny_root, tmp_path, capsys):
+    feat = load_config(Config, None, ["features.sample_rate=22050", "features.n_fft=1024"]).features
+    names = sorted(p.name for p in (tiny_root / "audio" / "train" / "weak").iterdir())[:2]
+    extract_split("train", tiny_root / "audio" / "train" / "weak", names, tmp_path, ExtractionPool(feat, workers=1))
+    printed = capsys.readouterr().out
+    assert printed.count("note: train audio is 16000 Hz") == 1 and "bands above 8000 Hz stay empty" in printed
