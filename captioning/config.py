@@ -24,6 +24,13 @@ class TrainConfig:
     log_every_steps: int = bounded(50, ge=1)
     valid_images: int = bounded(0, ge=0)           # dev images greedy-decoded every epoch for BLEU-4/CIDEr (0: all)
     select_metric: Literal["cider", "bleu4"] = "cider"  # picks best.pt
+    # cross_entropy: teacher forcing (and scheduled sampling). scst: self-critical sequence training
+    # (captioning/scst.py), CIDEr-D as the reward, starting from the cross-entropy model in init_from
+    method: Literal["cross_entropy", "scst"] = "cross_entropy"
+    init_from: str = ""                            # scst: a cross-entropy run folder (its best.pt) or checkpoint file
+    scst_samples: int = bounded(5, ge=1)           # captions sampled per image (mean baseline: at least 2)
+    scst_baseline: Literal["greedy", "mean"] = "greedy"  # greedy caption's reward, or the other samples' mean
+    scst_max_len: int = bounded(20, ge=1)          # tokens per sampled caption at most (including <end>)
 
 
 @dataclasses.dataclass

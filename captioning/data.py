@@ -1,6 +1,6 @@
 """Flickr8k-layout data: the captions file, the split lists (or the Karpathy split JSON), the
-vocabulary, and the datasets that feed training (one item per caption) and decoding (one item
-per image).
+vocabulary, and the datasets that feed training (one item per caption; one per image for
+self-critical training) and decoding (one item per image).
 
 The Flickr8k layout (data.root):
     Flickr8k.token.txt         `image.jpg#k<TAB>caption`, five captions per image
@@ -299,6 +299,19 @@ class CaptionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.images[int(self.image_index[i])], self.captions[i], self.lengths[i]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Self-critical training items: (image or features, its index in the split). One item per image."""
+
+    def __init__(self, images: ImageSource):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], i
 
 
 def collate_captions(batch):

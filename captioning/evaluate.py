@@ -94,7 +94,7 @@ def main(argv=None):
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
 
-    results, timing = {}, {}
+    results, timing, distinct = {}, {}, {}
     for split in cfg.evaluate.splits:
         if split not in corpus.splits:
             raise ConfigError(f"evaluate.splits: unknown split {split!r}; use dev and/or test")
@@ -103,6 +103,8 @@ def main(argv=None):
         started = time.time()
         hyps, alphas = decode_images(model, sources[split], vocab, cfg.decode, device, features_given)
         timing[f"{split}_decode_images_per_s"] = len(names) / (time.time() - started)
+        # few distinct captions is the known failure of CIDEr optimisation (bland, repeated captions)
+        distinct[f"{'valid' if split == 'dev' else split}_distinct_captions"] = len(set(hyps))
         scores = score_captions(dict(zip(names, refs)), dict(zip(names, hyps)),
                                 meteor=cfg.evaluate.meteor, spice=cfg.evaluate.spice)
         results[split] = scores
@@ -116,10 +118,12 @@ def main(argv=None):
                 writer.writerow([n, h, *(f"{scores.per_image[m][n]:.4f}" for m in metrics)])
         examples = write_examples(run_dir / f"examples_{split}.txt", scores, names, hyps, refs,
                                   cfg.evaluate.examples)
-        print(f"\n{split}: " + ", ".join(f"{m} {v:.4f}" for m, v in scores.corpus.items()))
+        print(f"\n{split}: " + ", ".join(f"{m} {v:.4f}" for m, v in scores.corpus.items())
+              + f"; {len(set(hyps))} distinct captions for {len(names)} images")
         if split == cfg.evaluate.splits[0]:
             for metric, reason in scores.unavailable.items():
-                print(f"{metric} unavailable: {reason}")
+                if metric != "SPIDEr":  # SPIDEr needs SPICE: one line for both
+                    print(f"{metric}{' and SPIDEr' if metric == 'SPICE' else ''} unavailable: {reason}")
         if split == "test" or split == cfg.evaluate.splits[-1]:
             print(f"\nbest and worst {split} examples per metric (all in {run_dir}/examples_{split}.txt):")
             print(examples)
@@ -150,14 +154,15 @@ def main(argv=None):
         "checkpoint": str(ckpt_path), "decode": vars(cfg.decode),
         **{s: r.corpus for s, r in results.items()},
         "unavailable": next(iter(results.values())).unavailable if results else {},
-        "human_ceiling_test": ceiling, **timing}, indent=2))
+        "human_ceiling_test": ceiling, **timing, **distinct}, indent=2))
 
     headline = {f"{'valid' if s == 'dev' else s}_{m.lower().replace('-', '')}": v
                 for s, r in results.items() for m, v in r.corpus.items()}
     previous = read_summary(run_dir) or {}
-    write_summary(run_dir, f"{cfg.encoder.name}+{cfg.decoder.kind}", headline,
+    model_name = f"{cfg.encoder.name}+{cfg.decoder.kind}{'+scst' if cfg.train.method == 'scst' else ''}"
+    write_summary(run_dir, model_name, headline,
                   params=state.get("params"), train_seconds=previous.get("train_seconds"),
-                  epochs=state["epoch"], beam_size=cfg.decode.beam_size, **timing,
+                  epochs=state["epoch"], beam_size=cfg.decode.beam_size, **timing, **distinct,
                   unavailable=next(iter(results.values())).unavailable if results else {},
                   human_ceiling_test=ceiling, history=previous.get("history", state.get("history")))
     print(f"\nwrote {run_dir}/summary.json, metrics.json, captions/scores/examples per split, figures/")

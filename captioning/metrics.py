@@ -2,9 +2,10 @@
 ROUGE-L, CIDEr(-D), SPICE and SPIDEr = (CIDEr + SPICE) / 2, corpus-level and per image.
 
 Captions are first tokenised by the Stanford PTB tokenizer that pycocoevalcap ships (java), as in
-the official COCO evaluation. SPICE needs Stanford CoreNLP 3.6.0, which pycocoevalcap downloads
-on first use; where it is absent or cannot run, SPICE and SPIDEr are reported unavailable with
-the reason and the fix, and every other metric is still computed.
+the official COCO evaluation. SPICE needs Stanford CoreNLP 3.6.0, which pycocoevalcap would download
+on first use; this code never starts that download (`python -m captioning.get_spice` does, and
+checks SPICE). Where it is absent or cannot run, SPICE and SPIDEr are reported unavailable with the
+reason and the fix, and every other metric is still computed.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import dataclasses
 import functools
 import io
 import shutil
-from pathlib import Path
 
 import numpy as np
 
@@ -40,14 +40,19 @@ def _meteor_scorer():
 def spice_unavailable_reason() -> str | None:
     """None when SPICE can be tried; else why not and the fix."""
     if shutil.which("java") is None:
-        return "needs java on PATH (install a Java 8+ runtime, e.g. `conda install openjdk`)"
-    import pycocoevalcap.spice as spice_pkg
-    lib = Path(spice_pkg.__file__).parent / "lib"
-    if not (lib / "stanford-corenlp-3.6.0.jar").is_file():
-        return (f"Stanford CoreNLP 3.6.0 is not in {lib}; fetch it once with internet: python -c "
-                f"\"from pycocoevalcap.spice.get_stanford_models import get_stanford_models; "
-                f"get_stanford_models()\" (about 400 MB)")
+        return "needs java on PATH (SPICE wants Java 8: conda install -c conda-forge openjdk=8)"
+    from captioning.get_spice import missing_jars, spice_dir
+    if missing_jars():
+        return (f"Stanford CoreNLP 3.6.0 is not in {spice_dir() / 'lib'}; fetch and check it once with internet: "
+                f"python -m captioning.get_spice")
     return None
+
+
+def spice_scorer():
+    """pycocoevalcap's SPICE (java); only called when spice_unavailable_reason() is None, since its
+    constructor would otherwise start a 400 MB download."""
+    from pycocoevalcap.spice.spice import Spice
+    return Spice()
 
 
 def ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -85,13 +90,13 @@ def score_tokenized(references: dict[str, list[str]], hypotheses: dict[str, list
     reason = spice_unavailable_reason() if spice else "switched off"
     if reason is None:
         try:
-            from pycocoevalcap.spice.spice import Spice
-            score, scores = Spice().compute_score(references, hypotheses)
+            score, scores = spice_scorer().compute_score(references, hypotheses)
             # pycocoevalcap sorts the ids for SPICE
             by_id = dict(zip(sorted(ids), (s["All"]["f"] for s in scores)))
             record("SPICE", score, [by_id[i] for i in ids])
         except Exception as err:  # a java failure must not lose the other metrics
-            reason = f"SPICE failed ({type(err).__name__}: {str(err)[:200]}); it needs Java 8-11 and CoreNLP 3.6.0"
+            reason = (f"SPICE failed ({type(err).__name__}: {str(err)[:200]}); it needs Java 8 and CoreNLP 3.6.0: "
+                      f"python -m captioning.get_spice --check says what is wrong")
     if reason is not None:
         unavailable["SPICE"] = reason
         unavailable["SPIDEr"] = "needs SPICE: " + reason

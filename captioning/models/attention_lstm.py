@@ -68,12 +68,14 @@ class AttentionLSTMDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor, inputs: torch.Tensor, teacher_forcing_prob: float = 1.0,
                 draw: str = "sample"):
-        """features (B, P, D), inputs (B, T) = <start> w1 .. (the caption without its last token)
-        -> logits (B, T, V), alphas (B, T, P). With teacher_forcing_prob < 1 (scheduled sampling),
+        """features (B, P, D), inputs (B*K, T) = <start> w1 .. (the caption without its last token),
+        K captions per image in adjacent rows (K = 1 but in self-critical training)
+        -> logits (B*K, T, V), alphas (B*K, T, P). With teacher_forcing_prob < 1 (scheduled sampling),
         each input token after the first is replaced, with probability 1 - p, by the model's own
         prediction at the previous step (drawn from its softmax, or its argmax)."""
         memory = self.prepare_memory(features)
-        state = self.init_state(memory)
+        per_image = inputs.size(0) // features.size(0)
+        state = {k: v.repeat_interleave(per_image, dim=0) for k, v in self.init_state(memory).items()}
         logits_steps, alpha_steps = [], []
         for t in range(inputs.size(1)):
             tokens = inputs[:, t]

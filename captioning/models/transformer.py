@@ -76,7 +76,8 @@ class TransformerDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor, inputs: torch.Tensor, teacher_forcing_prob: float = 1.0,
                 draw: str = "sample"):
-        """features (B, P, D), inputs (B, T) -> logits (B, T, V), cross-attention (B, T, P)."""
+        """features (B, P, D), inputs (B*K, T), K captions per image in adjacent rows (K = 1 but in
+        self-critical training) -> logits (B*K, T, V), cross-attention (B*K, T, P)."""
         memory = self.prepare_memory(features)["memory"]
         if teacher_forcing_prob < 1.0:
             with torch.no_grad():

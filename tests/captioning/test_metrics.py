@@ -1,12 +1,14 @@
-"""The metric wrapper against pycocoevalcap called directly, known cases, SPICE reporting, and the
-human leave-one-out ceiling on real Flickr8k captions."""
+"""The metric wrapper against pycocoevalcap called directly, known cases, SPICE reporting, SPIDEr
+with a stand-in SPICE scorer, get_spice, and the human leave-one-out ceiling on real Flickr8k captions."""
 import shutil
+import zipfile
 
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from captioning import get_spice, metrics
 from captioning.data import parse_captions_file, read_image_list
 from captioning.metrics import human_ceiling, quick_scores, score_captions, score_tokenized, spice_unavailable_reason
 
@@ -50,9 +52,74 @@ def test_spice_is_reported_unavailable_with_the_fix_or_computed():
     refs = {"a": ["a dog runs"], "b": ["a cat sleeps"]}
     scores = score_tokenized(refs, {"a": ["a dog runs"], "b": ["a cat"]}, meteor=False, spice=True)
     if reason is not None:
-        assert "get_stanford_models" in reason or "java" in reason
+        assert "python -m captioning.get_spice" in reason or "java" in reason
         assert scores.unavailable["SPICE"] == reason and "SPIDEr" in scores.unavailable
         assert "SPICE" not in scores.corpus and "CIDEr" in scores.corpus
+    else:  # installed: a caption equal to its reference scores 1, a part of it less
+        assert "SPICE" not in scores.unavailable, scores.unavailable
+        assert scores.per_image["SPICE"]["a"] == pytest.approx(1.0) and 0 <= scores.per_image["SPICE"]["b"] < 1
+        assert scores.corpus["SPIDEr"] == pytest.approx((scores.corpus["CIDEr"] + scores.corpus["SPICE"]) / 2)
+
+
+class FakeSpice:
+    """Stands in for pycocoevalcap's Spice (java + CoreNLP): SPICE = number of words / 10. Like the
+    real one, it returns the images sorted by id, whatever order they came in."""
+
+    def compute_score(self, references, hypotheses):
+        ids = sorted(hypotheses)
+        scores = [{"All": {"f": len(hypotheses[i][0].split()) / 10, "pr": 0.0, "re": 0.0}} for i in ids]
+        return sum(s["All"]["f"] for s in scores) / len(ids), scores
+
+
+@pytest.fixture
+def fake_spice(monkeypatch):
+    monkeypatch.setattr(metrics, "spice_unavailable_reason", lambda: None)
+    monkeypatch.setattr(metrics, "spice_scorer", FakeSpice)
+
+
+def test_spider_is_the_mean_of_cider_and_spice(fake_spice):
+    refs = {"b": ["a cat sleeps on a mat", "a cat sleeps"], "a": ["a dog runs on the grass", "a dog runs"]}
+    hyps = {"b": ["a cat sleeps"], "a": ["a dog runs on the grass"]}
+    scores = score_tokenized(refs, hyps, meteor=False, spice=True)
+    assert scores.per_image["SPICE"] == {"b": 0.3, "a": 0.6}   # matched by id, not by position
+    assert scores.corpus["SPICE"] == pytest.approx(0.45)
+    cider, spice = scores.per_image["CIDEr"], scores.per_image["SPICE"]
+    assert scores.per_image["SPIDEr"] == pytest.approx({i: (cider[i] + spice[i]) / 2 for i in hyps})
+    assert scores.corpus["SPIDEr"] == pytest.approx((scores.corpus["CIDEr"] + 0.45) / 2)
+    assert "SPICE" not in scores.unavailable and "SPIDEr" not in scores.unavailable
+
+
+def test_spice_missing_names_the_command_that_fixes_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(get_spice, "spice_dir", lambda: tmp_path)
+    if shutil.which("java"):
+        assert spice_unavailable_reason().endswith("once with internet: python -m captioning.get_spice")
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="get_spice needs java")
+def test_get_spice_offline_is_one_line_and_a_zip_installs(monkeypatch, tmp_path, capsys):
+    (tmp_path / "lib").mkdir()
+    monkeypatch.setattr(get_spice, "spice_dir", lambda: tmp_path)
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+    monkeypatch.setattr(get_spice.socket, "create_connection", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        get_spice.main([])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "machine with internet" in err
+
+    (tmp_path / "broken.zip").write_text("not a zip")
+    with pytest.raises(SystemExit):
+        get_spice.main(["--zip", str(tmp_path / "broken.zip")])
+    assert "is not a zip file" in capsys.readouterr().err
+    corenlp = tmp_path / "stanford-corenlp-full-2015-12-09.zip"
+    with zipfile.ZipFile(corenlp, "w") as archive:
+        for jar in get_spice.JARS:
+            archive.writestr(f"stanford-corenlp-full-2015-12-09/{jar}", jar)
+    monkeypatch.setattr(get_spice, "check", lambda: 1.0)
+    get_spice.main(["--zip", str(corenlp)])
+    assert get_spice.missing_jars() == [] and (tmp_path / "lib" / get_spice.JARS[1]).read_text() == get_spice.JARS[1]
+    assert "SPICE works" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="java is needed for the PTB tokenizer and METEOR")

@@ -89,7 +89,11 @@ def test_frozen_cached_encoder_transformer_train_then_evaluate(tmp_path, capsys)
     assert "== CIDEr: 2 best ==" in (run / "examples_test.txt").read_text()
     captions = json.loads((run / "captions_test.json").read_text())
     assert len(captions) == 10 and len(captions[0]["references"]) == 5
-    assert "worst" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "worst" in out
+    if "SPICE" in summary["unavailable"]:  # one line for SPICE and SPIDEr, with the command that fixes it
+        assert "SPICE and SPIDEr unavailable: " in out and out.count("SPIDEr unavailable") == 1
+        assert "python -m captioning.get_spice" in out
 
 
 def test_user_mistakes_are_one_line(tmp_path, capsys):
