@@ -34,9 +34,11 @@ from common.config import ConfigError, cli_main
 SCORER_RATE = 16000  # both whisper and the ECAPA model take 16 kHz audio
 MIN_EMBED_SAMPLES = SCORER_RATE // 4  # shorter audio is zero-padded to 0.25 s before embedding
 # per_utterance.csv: prompt_id / prompt_s name the audio the similarity compares with; errors and
-# ref_words make the corpus WER a sum over rows; synth_s / audio_s give the real-time factor
+# ref_words make the corpus WER a sum over rows; synth_s / audio_s give the real-time factor; stopped
+# (generated rows: 1 = on the end token, 0 = cut at the length cap), loop and length_ratio measure
+# stability (stability.py)
 ROW_FIELDS = ["system", "mode", "id", "prompt_id", "prompt_s", "text", "hyp", "errors", "ref_words", "wer",
-              "sim", "stopped", "frames", "synth_s", "audio_s"]
+              "sim", "stopped", "frames", "loop", "length_ratio", "synth_s", "audio_s"]
 
 
 def _offline() -> bool:
@@ -199,23 +201,29 @@ class RowLog:
 def summarise(rows) -> list[dict]:
     """Rows (dicts of ROW_FIELDS, values as read from the csv) -> one line per (system, mode) in
     first-seen order: utterances, corpus WER (all errors / all reference words), mean similarity
-    over the rows that have one, end-token stop rate and seconds of synthesis / of generated audio."""
+    over the rows that have one, end-token stop rate, the share cut at the length cap (generated
+    rows only), the share with a loop, the mean length / expected length, and seconds of synthesis
+    / of generated audio."""
     groups: dict[tuple[str, str], dict] = {}
     for row in rows:
         g = groups.setdefault((row["system"], row["mode"]), dict.fromkeys(
-            ("utterances", "errors", "ref_words", "sim_sum", "sim_utterances", "stopped", "synth_s", "audio_s"), 0))
+            ("utterances", "errors", "ref_words", "sim_sum", "sim_utterances", "stopped", "capped", "loop",
+             "length_ratio", "synth_s", "audio_s"), 0))
         g["utterances"] += 1
         g["errors"] += int(row["errors"])
         g["ref_words"] += int(row["ref_words"])
         if row["sim"] != "":
             g["sim_sum"] += float(row["sim"])
             g["sim_utterances"] += 1
-        for key in ("stopped", "synth_s", "audio_s"):
+        g["capped"] += row["stopped"] == "0"
+        for key in ("stopped", "loop", "length_ratio", "synth_s", "audio_s"):
             g[key] += float(row[key] or 0)
     return [{"system": system, "mode": mode, "utterances": g["utterances"],
              "wer": error_rate(g["errors"], g["ref_words"]),
              "sim": g["sim_sum"] / g["sim_utterances"] if g["sim_utterances"] else float("nan"),
              "sim_utterances": g["sim_utterances"], "stop_rate": g["stopped"] / g["utterances"],
+             "cap_rate": g["capped"] / g["utterances"], "loop_rate": g["loop"] / g["utterances"],
+             "length_ratio": g["length_ratio"] / g["utterances"],
              "synth_s": g["synth_s"], "audio_s": g["audio_s"]} for (system, mode), g in groups.items()]
 
 

@@ -94,7 +94,8 @@ def test_synthesize_and_evaluate_end_to_end(trained_run, tmp_path, capsys):
     evaluate.main([str(trained_run)])
     summary = json.loads((trained_run / "summary.json").read_text())
     for key in ("wer_continuation", "wer_cross", "sim_continuation", "sim_cross", "wer_ground_truth",
-                "wer_codec_resynthesis", "rtf", "peak_memory_mb"):
+                "wer_codec_resynthesis", "rtf", "peak_memory_mb", "cap_rate_cross", "loop_rate_continuation",
+                "length_ratio_cross", "loop_rate_codec_resynthesis", "length_ratio_ground_truth"):
         assert isinstance(summary["metrics"][key], float), key
     assert summary["random_scorers"] is True and summary["codec_pretrained"] is False
     with open(trained_run / "eval" / "per_utterance.csv") as f:
