@@ -227,7 +227,9 @@ def main(argv=None):
     if cfg.eval.random_scorers:
         print("NOTE: eval.random_scorers=true: RANDOMLY INITIALISED whisper and ECAPA - WER and "
               "similarity below only show that the code path runs")
-    whisper_model = load_whisper(cfg.eval.asr_model, device, cfg.eval.random_scorers)
+    language = tokens.language  # English: WER; Mandarin: CER (scoring.py)
+    unit = "cer" if language == "zh" else "wer"
+    whisper_model = load_whisper(cfg.eval.asr_model, device, cfg.eval.random_scorers, language)
     embedder = SpeakerEmbedder(cfg.eval.speaker_model, device, cfg.eval.random_scorers)
 
     out_dir = run_dir / "eval"
@@ -258,25 +260,26 @@ def main(argv=None):
         seed = int(np.random.SeedSequence([cfg.synth.seed, first]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         rows = batch_rows(batch, first, cuts, model, tokens, codec, cfg, generator, wav_dir, frames_per_token)
-        score_rows(rows, whisper_model, embedder, cfg.eval.asr_max_tokens)
+        score_rows(rows, whisper_model, embedder, cfg.eval.asr_max_tokens, language)
         log.append([r for r in rows if (r["system"], r["mode"], r["id"]) not in done])
         print(f"evaluated {first + len(batch)}/{len(items)} utterances", flush=True)
     peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mb()
 
     table = summarise(log.rows())
     with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["system", "mode", "utterances", "wer", "sim", "sim_utterances", "cap_rate",
+        writer = csv.DictWriter(f, ["system", "mode", "utterances", unit, "sim", "sim_utterances", "cap_rate",
                                     "loop_rate", "length_ratio"], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(table)
+        writer.writerows({**row, unit: row["error_rate"]} for row in table)
     metrics = {}
     for row in table:
         name = row["system"] if row["mode"] == "-" else row["mode"]
-        metrics[f"wer_{name}"], metrics[f"sim_{name}"] = row["wer"], row["sim"]
+        metrics[f"{unit}_{name}"], metrics[f"sim_{name}"] = row["error_rate"], row["sim"]
         metrics[f"loop_rate_{name}"], metrics[f"length_ratio_{name}"] = row["loop_rate"], row["length_ratio"]
         if row["system"] == "valle":
             metrics[f"stop_rate_{name}"], metrics[f"cap_rate_{name}"] = row["stop_rate"], row["cap_rate"]
-        print(f"{row['system']:>18} {row['mode']:>12}  n={row['utterances']:<4} WER {100 * row['wer']:6.2f}%  "
+        print(f"{row['system']:>18} {row['mode']:>12}  n={row['utterances']:<4} "
+              f"{unit.upper()} {100 * row['error_rate']:6.2f}%  "
               f"SIM {row['sim']:.3f} (n={row['sim_utterances']})  capped {row['cap_rate']:.2f}  "
               f"loops {row['loop_rate']:.2f}  length/expected {row['length_ratio']:.2f}")
     generated = [row for row in table if row["system"] == "valle"]
@@ -293,7 +296,8 @@ def main(argv=None):
         (f" ({', '.join(caveats)})" if caveats else "")
     write_summary(run_dir, model=name, metrics=valid | metrics,
                   params=train_log.get("params"), train_seconds=train_log.get("train_seconds"),
-                  train_parts=cfg.data.train_parts, codec_pretrained=cfg.codec.pretrained,
+                  train_parts=cfg.data.train_parts, corpus=cfg.data.corpus, language=language,
+                  codec=cfg.codec.name, codec_pretrained=cfg.codec.pretrained,
                   random_scorers=cfg.eval.random_scorers, asr_model=cfg.eval.asr_model,
                   speaker_model=cfg.eval.speaker_model, utterances=len(items), no_cross_prompt=no_prompt,
                   long_cross_prompts=long_prompts, device=str(device))

@@ -87,12 +87,14 @@ def prompt_codes_from_wave(codec: Codec, wave: np.ndarray, sample_rate: int) -> 
 
 def model_text(prompt_text: str, text: str, names: tuple[str, str] = ("--prompt-text", "--text")) -> str:
     """What the model reads for a prompt from another recording: the prompt's transcript, then the
-    text to say. Each must keep a letter or digit after normalisation; `names` say where each
-    came from in the one-line error."""
+    text to say. Each must keep a letter or digit after normalisation (English or Mandarin: this
+    check comes before the run, and so its language, is known); `names` say where each came from
+    in the one-line error."""
     for name, value, wanted in ((names[0], prompt_text, "the transcript of the prompt wav (the model reads it "
                                                         "before the text, in step with the prompt audio)"),
                                 (names[1], text, "the text to say")):
-        if not any(char.isalnum() for char in normalize_transcript(value)):  # punctuation alone says nothing
+        kept = normalize_transcript(value) + normalize_transcript(value, "zh")
+        if not any(char.isalnum() for char in kept):  # punctuation alone says nothing
             raise ConfigError(f"{name} {value!r} has no speakable characters after normalisation; give {wanted}")
     return f"{prompt_text} {text}"
 
@@ -113,7 +115,7 @@ def synthesize_batch(model: VALLE, tokens: TokenTable, codec: Codec, requests: l
         batch = requests[first:first + scfg.batch_size]
         texts, prompts = [], []
         for text, prompt_codes in batch:
-            ids = tokens.encode(normalize_transcript(text))
+            ids = tokens.encode(normalize_transcript(text, tokens.language))
             if not ids:
                 raise ConfigError(f"text {text!r} has no speakable characters after normalisation")
             texts.append(torch.tensor(ids, device=device))
