@@ -39,7 +39,7 @@ import torch
 from common.config import ConfigError, cli_main, resolve_path
 from common.device import pick_device
 from common.run import write_json, write_summary
-from valle_tts.codec import build_codec
+from valle_tts.codec import build_codec, codec_tokens
 from valle_tts.data import load_cuts, mono_audio
 from valle_tts.scoring import SCORER_RATE, RowLog, SpeakerEmbedder, load_whisper, peak_rss_mb, score_rows, summarise
 from valle_tts.stability import has_loop, run_frames_per_token
@@ -204,6 +204,12 @@ def main(argv=None):
     device = pick_device(cfg.run.device)
     model.to(device)
     manifest_dir = resolve_path(cfg.data.manifest_dir)
+    made_by = json.loads((manifest_dir / "codec.json").read_text())["name"] \
+        if (manifest_dir / "codec.json").is_file() else codec_tokens(cfg.codec.name)
+    if made_by != codec_tokens(cfg.codec.name):
+        raise ConfigError(f"the codes in {manifest_dir} were made by codec {made_by}; codec.name={cfg.codec.name} "
+                          f"reads {codec_tokens(cfg.codec.name)} codes: evaluate with a codec of {made_by} codes, "
+                          f"or prepare the test parts with codec.name={cfg.codec.name} into another data.manifest_dir")
     cuts = load_cuts(manifest_dir, cfg.data.test_parts).to_eager()
     list_path, items, list_settings = eval_list(cfg, manifest_dir, cuts)
     if args.list_only:

@@ -36,7 +36,7 @@ from common.config import ConfigError, cli_main, load_config, resolve_path
 from common.device import pick_device, set_cpu_threads
 from common.log import progress
 from valle_tts import aishell3
-from valle_tts.codec import build_codec
+from valle_tts.codec import build_codec, codec_tokens
 from valle_tts.data import mono_audio
 from valle_tts.text import CHARS, TOKEN_LANGUAGE, TokenTable, lost_characters, normalize_transcript
 
@@ -88,7 +88,8 @@ def _token_settings(cfg_data) -> dict:
 
 
 def _codec_settings(cfg_codec) -> dict:
-    return {"codec.name": cfg_codec.name, "codec.bandwidth_kbps": cfg_codec.bandwidth_kbps,
+    # the codes' kind, not the decoder: EnCodec's codes serve codec.name=encodec and vocos alike
+    return {"codec.name": codec_tokens(cfg_codec.name), "codec.bandwidth_kbps": cfg_codec.bandwidth_kbps,
             "codec.pretrained": cfg_codec.pretrained}
 
 
