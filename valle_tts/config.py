@@ -35,6 +35,11 @@ class SynthConfig:
     top_k: int = bounded(50, ge=0)                     # 0: off
     top_p: float = bounded(1.0, gt=0, le=1)            # 1: off
     max_frames_per_token: float = bounded(12.0, gt=0)  # AR length limit: this many frames per target text token
+    # stability (valle_tts/stability.py; the expected length comes from the training data's frames
+    # per text token): stop at max_length_ratio x the expected length (0: off); from the expected
+    # length on, add eos_boost x (frames / expected frames - 1) to the end token's logit (0: off)
+    max_length_ratio: float = bounded(0.0, ge=0)
+    eos_boost: float = bounded(0.0, ge=0)
     # stability: repetition-aware sampling (VALL-E 2): if the sampled token already fills more than
     # ras_ratio of the last ras_window tokens, draw again from the full distribution (0: off)
     ras_window: int = bounded(0, ge=0)
@@ -57,6 +62,10 @@ class EvalConfig:
     random_scorers: bool = False
     asr_max_tokens: int = bounded(200, ge=1)    # whisper decoding length limit per utterance
     save_wavs: int = bounded(8, ge=0)           # synthesised wavs kept per mode (eval/wavs/)
+    # a loop: at least loop_min_s of codebook-1 codes that are one n-gram of at most loop_max_period_s
+    # repeated back to back (the ground-truth row shows how often real speech does that)
+    loop_min_s: float = bounded(1.0, gt=0)
+    loop_max_period_s: float = bounded(0.25, gt=0)
     reference_rows: bool = True                 # also score the ground truth and its codec resynthesis
     # utterances of the list synthesised, scored and appended to per_utterance.csv together (up to
     # 4 rows each): bounds memory, and an interrupted evaluation redoes at most one batch

@@ -22,9 +22,10 @@ from valle_tts.text import TokenTable
 
 @dataclasses.dataclass
 class DataConfig:
-    # librispeech | libritts (lhotse recipe names; a corpus without a recipe here is refused)
-    corpus: Literal["librispeech", "libritts"] = "librispeech"
-    corpus_dir: str = "data/LibriSpeech"      # holds train-clean-100/, dev-clean/, ...
+    # librispeech | libritts (English) | aishell3 (Mandarin; parts train, dev, test): lhotse recipe
+    # names; a corpus without a recipe here is refused
+    corpus: Literal["librispeech", "libritts", "aishell3"] = "librispeech"
+    corpus_dir: str = "data/LibriSpeech"      # holds train-clean-100/, dev-clean/, ... (AISHELL-3: train/, test/)
     # the course's sizes (README "The real data"): 100 h = [train-clean-100]; 360 h = + train-clean-360
     # with train_hours 360; 960 h = + train-other-500
     train_parts: list[str] = dataclasses.field(default_factory=lambda: ["train-clean-100"])
@@ -37,7 +38,9 @@ class DataConfig:
     synthesise_toy_corpus: bool = False       # write the numpy toy corpus to corpus_dir (demo, tests)
     min_duration_s: float = bounded(1.0, ge=0)
     max_duration_s: float = bounded(20.0, gt=0)
-    text_tokens: Literal["chars", "phonemes"] = "chars"  # phonemes needs espeak-ng
+    # chars | phonemes (needs espeak-ng): English; pinyin (initials and tone-numbered finals): Mandarin
+    text_tokens: Literal["chars", "phonemes", "pinyin"] = "chars"
+    valid_speakers: int = bounded(4, ge=1)    # aishell3: training speakers held out as the part dev
     num_jobs: int = bounded(1, ge=1)          # lhotse recipe workers
     max_batch_s: float = bounded(120.0, gt=0)  # seconds of audio per batch (DynamicBucketingSampler)
     num_buckets: int = bounded(10, ge=2)      # lhotse's bucketing needs at least 2

@@ -39,9 +39,10 @@ import torch
 from common.config import ConfigError, cli_main, resolve_path
 from common.device import pick_device
 from common.run import write_json, write_summary
-from valle_tts.codec import build_codec
+from valle_tts.codec import build_codec, codec_tokens
 from valle_tts.data import load_cuts, mono_audio
 from valle_tts.scoring import SCORER_RATE, RowLog, SpeakerEmbedder, load_whisper, peak_rss_mb, score_rows, summarise
+from valle_tts.stability import has_loop, run_frames_per_token
 from valle_tts.synthesize import attach_nar, load_model, model_text, synthesize_batch
 
 MODES = ("continuation", "cross")
@@ -115,10 +116,19 @@ def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
     return AF.resample(torch.as_tensor(wave, dtype=torch.float32), rate, SCORER_RATE).numpy()
 
 
+def stability_columns(codes1: torch.Tensor, expected_frames: float, cfg, frame_rate_hz: float) -> dict:
+    """The stability measurements of one row's codebook-1 codes (frames,): loop (0/1, stability.has_loop
+    with eval.loop_*) and length_ratio (frames / expected frames)."""
+    loop = has_loop(codes1, max(1, round(cfg.eval.loop_max_period_s * frame_rate_hz)),
+                    max(2, round(cfg.eval.loop_min_s * frame_rate_hz)))
+    return {"loop": int(loop), "length_ratio": round(len(codes1) / expected_frames, 4)}
+
+
 def batch_rows(items: list[dict], first_index: int, cuts, model, tokens, codec, cfg, generator,
-               wav_dir: Path) -> list[dict]:
+               wav_dir: Path, frames_per_token: float) -> list[dict]:
     """The unscored rows of a batch of list items (ROW_FIELDS + 16 kHz audio for score_rows), in
-    list order: reference rows, then the modes. Both modes of the batch are synthesised together."""
+    list order: reference rows, then the modes. Both modes of the batch are synthesised together.
+    Reference rows' expected length: frames_per_token x the tokens of their transcript."""
     rate = codec.sample_rate
     rows: dict[str, list[dict]] = {item["id"]: [] for item in items}
     requests = []
@@ -126,11 +136,14 @@ def batch_rows(items: list[dict], first_index: int, cuts, model, tokens, codec, 
         if cfg.eval.reference_rows:
             cut = cuts[item["id"]]
             other = mono_audio(cuts[item["prompt_id"]], rate) if item["prompt_id"] else None
-            resynth = codec.decode(torch.from_numpy(cut.load_codes().astype("int64")).T[None])[0].numpy()
+            stored = torch.from_numpy(cut.load_codes().astype("int64"))
+            resynth = codec.decode(stored.T[None])[0].numpy()
+            stability = stability_columns(stored[:, 0], frames_per_token * len(tokens.encode(item["text"])), cfg,
+                                          codec.frame_rate_hz)
             for system, audio in (("ground_truth", mono_audio(cut, rate)), ("codec_resynthesis", resynth)):
                 rows[item["id"]].append({"system": system, "mode": "-", "id": item["id"], "text": item["text"],
                                          "prompt_id": item["prompt_id"] or "", "prompt_s": item["prompt_s"] or "",
-                                         "audio_16k": to_16k(audio, rate),
+                                         "frames": len(stored), **stability, "audio_16k": to_16k(audio, rate),
                                          "prompt_16k": None if other is None else to_16k(other, rate)})
         for mode in cfg.eval.modes:
             if mode == "cross" and item["prompt_id"] is None:
@@ -138,7 +151,7 @@ def batch_rows(items: list[dict], first_index: int, cuts, model, tokens, codec, 
             codes, wave, text = prompt_for(mode, item, cuts, rate, cfg.synth.prompt_s, codec.frame_rate_hz)
             requests.append((index, item, mode, codes, wave, text))
     results = synthesize_batch(model, tokens, codec, [(text, codes) for *_, codes, _, text in requests], cfg.synth,
-                               generator)
+                               generator, frames_per_token=frames_per_token)
     for (index, item, mode, _, prompt_wave, _), result in zip(requests, results):
         # continuation: whisper hears the ground-truth prompt and the continuation, as one utterance
         audio = np.concatenate([prompt_wave, result.wave]) if mode == "continuation" else result.wave
@@ -148,6 +161,7 @@ def batch_rows(items: list[dict], first_index: int, cuts, model, tokens, codec, 
             "system": "valle", "mode": mode, "id": item["id"], "text": item["text"],
             "prompt_id": item["id"] if mode == "continuation" else item["prompt_id"],
             "prompt_s": round(len(prompt_wave) / rate, 3), "stopped": int(result.stopped), "frames": len(result.codes),
+            **stability_columns(result.codes[:, 0], result.expected_frames, cfg, codec.frame_rate_hz),
             "synth_s": round(result.seconds, 4), "audio_s": round(len(result.wave) / rate, 4),
             "audio_16k": to_16k(audio, rate), "voice_16k": to_16k(result.wave, rate),
             "prompt_16k": to_16k(prompt_wave, rate)})  # similarity of the generated audio only
@@ -190,6 +204,12 @@ def main(argv=None):
     device = pick_device(cfg.run.device)
     model.to(device)
     manifest_dir = resolve_path(cfg.data.manifest_dir)
+    made_by = json.loads((manifest_dir / "codec.json").read_text())["name"] \
+        if (manifest_dir / "codec.json").is_file() else codec_tokens(cfg.codec.name)
+    if made_by != codec_tokens(cfg.codec.name):
+        raise ConfigError(f"the codes in {manifest_dir} were made by codec {made_by}; codec.name={cfg.codec.name} "
+                          f"reads {codec_tokens(cfg.codec.name)} codes: evaluate with a codec of {made_by} codes, "
+                          f"or prepare the test parts with codec.name={cfg.codec.name} into another data.manifest_dir")
     cuts = load_cuts(manifest_dir, cfg.data.test_parts).to_eager()
     list_path, items, list_settings = eval_list(cfg, manifest_dir, cuts)
     if args.list_only:
@@ -207,19 +227,23 @@ def main(argv=None):
               f"(no shorter utterance of their speaker; the shortest one is used whole)")
 
     codec = build_codec(cfg.codec, device)
+    frames_per_token = run_frames_per_token(run_dir, cfg, tokens)
     if not cfg.codec.pretrained:
         print("NOTE: codec.pretrained=false: RANDOMLY INITIALISED EnCodec - the audio is not speech")
     if cfg.eval.random_scorers:
         print("NOTE: eval.random_scorers=true: RANDOMLY INITIALISED whisper and ECAPA - WER and "
               "similarity below only show that the code path runs")
-    whisper_model = load_whisper(cfg.eval.asr_model, device, cfg.eval.random_scorers)
+    language = tokens.language  # English: WER; Mandarin: CER (scoring.py)
+    unit = "cer" if language == "zh" else "wer"
+    whisper_model = load_whisper(cfg.eval.asr_model, device, cfg.eval.random_scorers, language)
     embedder = SpeakerEmbedder(cfg.eval.speaker_model, device, cfg.eval.random_scorers)
 
     out_dir = run_dir / "eval"
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
     settings = {"checkpoint": checkpoint_identity(ckpt), "--nar": nar_ckpt and checkpoint_identity(nar_ckpt),
-                "device": str(device), "evaluation list": str(list_path), **list_settings}
+                "device": str(device), "evaluation list": str(list_path), "frames per token": frames_per_token,
+                **list_settings}
     for section in ("codec", "synth", "eval"):  # flat keys, so that a message can name the one that changed
         settings |= {f"{section}.{k}": v for k, v in dataclasses.asdict(getattr(cfg, section)).items()
                      if f"{section}.{k}" != "eval.save_wavs"}
@@ -241,26 +265,29 @@ def main(argv=None):
         # its composition, so a resumed evaluation gives the rows of an uninterrupted one
         seed = int(np.random.SeedSequence([cfg.synth.seed, first]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        rows = batch_rows(batch, first, cuts, model, tokens, codec, cfg, generator, wav_dir)
-        score_rows(rows, whisper_model, embedder, cfg.eval.asr_max_tokens)
+        rows = batch_rows(batch, first, cuts, model, tokens, codec, cfg, generator, wav_dir, frames_per_token)
+        score_rows(rows, whisper_model, embedder, cfg.eval.asr_max_tokens, language)
         log.append([r for r in rows if (r["system"], r["mode"], r["id"]) not in done])
         print(f"evaluated {first + len(batch)}/{len(items)} utterances", flush=True)
     peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mb()
 
     table = summarise(log.rows())
     with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["system", "mode", "utterances", "wer", "sim", "sim_utterances"],
-                                extrasaction="ignore")
+        writer = csv.DictWriter(f, ["system", "mode", "utterances", unit, "sim", "sim_utterances", "cap_rate",
+                                    "loop_rate", "length_ratio"], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(table)
+        writer.writerows({**row, unit: row["error_rate"]} for row in table)
     metrics = {}
     for row in table:
         name = row["system"] if row["mode"] == "-" else row["mode"]
-        metrics[f"wer_{name}"], metrics[f"sim_{name}"] = row["wer"], row["sim"]
+        metrics[f"{unit}_{name}"], metrics[f"sim_{name}"] = row["error_rate"], row["sim"]
+        metrics[f"loop_rate_{name}"], metrics[f"length_ratio_{name}"] = row["loop_rate"], row["length_ratio"]
         if row["system"] == "valle":
-            metrics[f"stop_rate_{name}"] = row["stop_rate"]
-        print(f"{row['system']:>18} {row['mode']:>12}  n={row['utterances']:<4} WER {100 * row['wer']:6.2f}%  "
-              f"SIM {row['sim']:.3f} (n={row['sim_utterances']})")
+            metrics[f"stop_rate_{name}"], metrics[f"cap_rate_{name}"] = row["stop_rate"], row["cap_rate"]
+        print(f"{row['system']:>18} {row['mode']:>12}  n={row['utterances']:<4} "
+              f"{unit.upper()} {100 * row['error_rate']:6.2f}%  "
+              f"SIM {row['sim']:.3f} (n={row['sim_utterances']})  capped {row['cap_rate']:.2f}  "
+              f"loops {row['loop_rate']:.2f}  length/expected {row['length_ratio']:.2f}")
     generated = [row for row in table if row["system"] == "valle"]
     metrics["rtf"] = sum(r["synth_s"] for r in generated) / max(sum(r["audio_s"] for r in generated), 1e-9)
     metrics["peak_memory_mb"] = peak_mb
@@ -275,7 +302,8 @@ def main(argv=None):
         (f" ({', '.join(caveats)})" if caveats else "")
     write_summary(run_dir, model=name, metrics=valid | metrics,
                   params=train_log.get("params"), train_seconds=train_log.get("train_seconds"),
-                  train_parts=cfg.data.train_parts, codec_pretrained=cfg.codec.pretrained,
+                  train_parts=cfg.data.train_parts, corpus=cfg.data.corpus, language=language,
+                  codec=cfg.codec.name, codec_pretrained=cfg.codec.pretrained,
                   random_scorers=cfg.eval.random_scorers, asr_model=cfg.eval.asr_model,
                   speaker_model=cfg.eval.speaker_model, utterances=len(items), no_cross_prompt=no_prompt,
                   long_cross_prompts=long_prompts, device=str(device))

@@ -1,8 +1,9 @@
 """Data preparation in stages, each skipped when its output exists (icefall-style, idempotent):
 
   0. corpus     the toy corpus is synthesised when data.synthesise_toy_corpus is on; LibriSpeech /
-                LibriTTS is downloaded only with data.download=true
-  1. manifests  lhotse's prepare_librispeech / prepare_libritts for the configured parts
+                LibriTTS / AISHELL-3 is downloaded only with data.download=true
+  1. manifests  lhotse's prepare_librispeech / prepare_libritts / prepare_aishell3 for the configured
+                parts (AISHELL-3: the part dev is held out of train, aishell3.py)
   2. cuts       cuts with normalised transcripts, duration filter (data.min/max_duration_s); what
                 is left out (unreadable or unpaired audio, missing or empty transcripts, characters
                 the token set cannot spell) is counted, named and listed in skipped_<part>.txt
@@ -34,13 +35,15 @@ import soundfile as sf
 from common.config import ConfigError, cli_main, load_config, resolve_path
 from common.device import pick_device, set_cpu_threads
 from common.log import progress
-from valle_tts.codec import build_codec
+from valle_tts import aishell3
+from valle_tts.codec import build_codec, codec_tokens
 from valle_tts.data import mono_audio
-from valle_tts.text import CHARS, TokenTable, lost_characters, normalize_transcript
+from valle_tts.text import CHARS, TOKEN_LANGUAGE, TokenTable, lost_characters, normalize_transcript
 
 SHARD_CUTS = 2000  # cuts per code shard: the unit of resumption
 MANIFEST_KINDS = ("recordings", "supervisions")
 ANOTHER_DIR = "or use another data.manifest_dir"
+CORPUS_LANGUAGE = {"librispeech": "en", "libritts": "en", "aishell3": "zh"}
 
 
 def _parts(cfg_data) -> list[str]:
@@ -66,7 +69,10 @@ def _atomic(path: Path):
 # --- what each stage depends on, as config keys and values --------------------------------------
 
 def _manifest_settings(cfg_data) -> dict:
-    return {"data.corpus": cfg_data.corpus, "data.corpus_dir": str(resolve_path(cfg_data.corpus_dir))}
+    settings = {"data.corpus": cfg_data.corpus, "data.corpus_dir": str(resolve_path(cfg_data.corpus_dir))}
+    if cfg_data.corpus == "aishell3":  # which speakers make the part dev
+        settings["data.valid_speakers"] = cfg_data.valid_speakers
+    return settings
 
 
 def _cut_settings(cfg_data) -> dict:
@@ -82,7 +88,8 @@ def _token_settings(cfg_data) -> dict:
 
 
 def _codec_settings(cfg_codec) -> dict:
-    return {"codec.name": cfg_codec.name, "codec.bandwidth_kbps": cfg_codec.bandwidth_kbps,
+    # the codes' kind, not the decoder: EnCodec's codes serve codec.name=encodec and vocos alike
+    return {"codec.name": codec_tokens(cfg_codec.name), "codec.bandwidth_kbps": cfg_codec.bandwidth_kbps,
             "codec.pretrained": cfg_codec.pretrained}
 
 
@@ -112,6 +119,21 @@ def _stop_if_changed(output: Path, saved: dict | None, given: dict, redo: str) -
         if saved.get(key) != value:
             raise ConfigError(f"{key} changed: {output} was made with {key}={json.dumps(saved.get(key))}, the "
                               f"config gives {json.dumps(value)}; {redo}")
+
+
+def check_text_and_parts(cfg_data) -> None:
+    """The text tokens fit the corpus's language, and AISHELL-3 parts are its own."""
+    language = CORPUS_LANGUAGE[cfg_data.corpus]
+    if TOKEN_LANGUAGE[cfg_data.text_tokens] != language:
+        fit = "pinyin" if language == "zh" else "chars or phonemes"
+        raise ConfigError(f"data.text_tokens={cfg_data.text_tokens} does not fit data.corpus={cfg_data.corpus} "
+                          f"({'Mandarin' if language == 'zh' else 'English'}); use data.text_tokens={fit}")
+    if cfg_data.corpus == "aishell3":
+        unknown = [p for p in _parts(cfg_data) if p not in aishell3.PARTS]
+        if unknown:
+            raise ConfigError(f"data.corpus=aishell3 has the parts {', '.join(aishell3.PARTS)}, not "
+                              f"{', '.join(unknown)}; e.g. data.train_parts=[train] data.valid_parts=[dev] "
+                              f"data.test_parts=[test]")
 
 
 def check_settings(cfg_data, cfg_codec, out_dir: Path) -> None:
@@ -145,13 +167,16 @@ def check_settings(cfg_data, cfg_codec, out_dir: Path) -> None:
 def stage_corpus(cfg_data) -> Path:
     corpus_dir = resolve_path(cfg_data.corpus_dir)
     if cfg_data.synthesise_toy_corpus:
-        from valle_tts.synth_corpus import write_corpus
-        return write_corpus(corpus_dir)
-    missing = [p for p in _parts(cfg_data) if not (corpus_dir / p).is_dir()]
+        from valle_tts.synth_corpus import write_corpus, write_mandarin_corpus
+        return (write_mandarin_corpus if cfg_data.corpus == "aishell3" else write_corpus)(corpus_dir)
+    missing = [p for p in _source_parts(cfg_data) if not (corpus_dir / p).is_dir()]
     if missing and cfg_data.download:
         from lhotse import recipes
-        download = recipes.download_libritts if cfg_data.corpus == "libritts" else recipes.download_librispeech
-        landed = Path(download(corpus_dir.parent, dataset_parts=missing))
+        if cfg_data.corpus == "aishell3":  # one archive, unpacked into corpus_dir itself
+            landed = Path(recipes.download_aishell3(corpus_dir))
+        else:
+            download = recipes.download_libritts if cfg_data.corpus == "libritts" else recipes.download_librispeech
+            landed = Path(download(corpus_dir.parent, dataset_parts=missing))
         if landed != corpus_dir:  # lhotse unpacks into <parent>/LibriSpeech or <parent>/LibriTTS
             raise ConfigError(f"the download went to {landed}; set data.corpus_dir={landed}")
         missing = [p for p in missing if not (corpus_dir / p).is_dir()]
@@ -173,8 +198,19 @@ def _unreadable_audio(folder: Path) -> dict[Path, str]:
     return bad
 
 
+def _source_parts(cfg_data) -> list[str]:
+    """The corpus folders the configured parts come from (AISHELL-3: its recipe reads both of its own)."""
+    if cfg_data.corpus == "aishell3":
+        return list(aishell3.SOURCE_PARTS)
+    return _parts(cfg_data)
+
+
 def _view_without(corpus_dir: Path, parts: list[str], bad: set[Path], view_dir: Path) -> Path:
     """A symlink copy of the corpus without the unreadable files, for lhotse's recipe to scan."""
+    for path in corpus_dir.iterdir():  # files beside the parts (AISHELL-3's spk-info.txt)
+        if path.is_file() and not (view_dir / path.name).exists():
+            view_dir.mkdir(parents=True, exist_ok=True)
+            (view_dir / path.name).symlink_to(path.resolve())
     for part in parts:
         for path in (corpus_dir / part).rglob("*"):
             target = view_dir / path.relative_to(corpus_dir)
@@ -191,23 +227,28 @@ def stage_manifests(cfg_data, corpus_dir: Path, out_dir: Path) -> None:
             if not all(_manifest(out_dir, corpus, kind, p).is_file() for kind in MANIFEST_KINDS)]
     if not todo:
         return
-    recipe = recipes.prepare_libritts if corpus == "libritts" else recipes.prepare_librispeech
     made = out_dir / "recipe_output"  # lhotse writes here; each finished file is then moved into place
 
     def run(root):
         shutil.rmtree(made, ignore_errors=True)
-        recipe(root, dataset_parts=todo, output_dir=made, num_jobs=cfg_data.num_jobs)
+        if corpus == "aishell3":
+            recipes.prepare_aishell3(root, output_dir=made)
+            aishell3.split_dev(made, root, cfg_data.valid_speakers)
+        else:
+            recipe = recipes.prepare_libritts if corpus == "libritts" else recipes.prepare_librispeech
+            recipe(root, dataset_parts=todo, output_dir=made, num_jobs=cfg_data.num_jobs)
+    sources = _source_parts(cfg_data) if corpus == "aishell3" else todo
     try:
         run(corpus_dir)
     except Exception:  # lhotse stops at the first audio file it cannot read or that is empty: find them all
-        bad = {p: why for part in todo for p, why in _unreadable_audio(corpus_dir / part).items()}
+        bad = {p: why for part in sources for p, why in _unreadable_audio(corpus_dir / part).items()}
         if not bad:
             raise
         listing = out_dir / "skipped_unreadable.txt"
         listing.write_text("".join(f"{p}\t{why}\n" for p, why in bad.items()))
         print(f"skipping {len(bad)} unreadable audio file(s) (listed in {listing}): "
               + ", ".join(f"{p} ({why})" for p, why in bad.items()))
-        run(_view_without(corpus_dir, todo, set(bad), out_dir / "corpus_view"))
+        run(_view_without(corpus_dir, sources, set(bad), out_dir / "corpus_view"))
     for part in todo:
         _write_record(_manifest(out_dir, corpus, "recordings", part), _manifest_settings(cfg_data))
         for kind in MANIFEST_KINDS:
@@ -215,13 +256,21 @@ def stage_manifests(cfg_data, corpus_dir: Path, out_dir: Path) -> None:
     shutil.rmtree(made)
 
 
-def _unpaired(part_dir: Path, supervised: set[str]) -> list[tuple[str, str]]:
-    """(audio file or utterance id, why) for what lhotse's recipe leaves out without a word: audio
-    without a transcript row, transcript rows without audio, and transcribed audio the recipe skipped
-    (unreadable, or excluded by the recipe itself). Recording ids are the audio files' stems."""
+def _corpus_files(cfg_data, corpus_dir: Path, part: str) -> tuple[dict[str, Path], set[str]]:
+    """({recording id: audio file}, ids with a transcript row) of one part, as the corpus lays them out."""
+    if cfg_data.corpus == "aishell3":
+        return aishell3.corpus_files(corpus_dir, part, cfg_data.valid_speakers)
+    part_dir = corpus_dir / part
     audio = {p.stem: p for ext in ("*.wav", "*.flac") for p in part_dir.rglob(ext) if not p.name.startswith("._")}
     rows = {line.split(maxsplit=1)[0] for path in part_dir.rglob("*.trans.t*") if not path.name.startswith("._")
             for line in path.read_text().splitlines() if line.strip()}
+    return audio, rows
+
+
+def _unpaired(audio: dict[str, Path], rows: set[str], supervised: set[str]) -> list[tuple[str, str]]:
+    """(audio file or utterance id, why) for what lhotse's recipe leaves out without a word: audio
+    without a transcript row, transcript rows without audio, and transcribed audio the recipe skipped
+    (unreadable, or excluded by the recipe itself). Recording ids are the audio files' stems."""
     return ([(str(audio[i]), "audio file without a transcript row") for i in sorted(audio.keys() - rows)]
             + [(i, "transcript row without audio") for i in sorted(rows - audio.keys())]
             + [(str(audio[i]), "transcribed audio left out of lhotse's manifest")
@@ -235,6 +284,7 @@ def _some(names: list[str], shown: int = 5) -> str:
 def stage_cuts(cfg_data, out_dir: Path) -> None:
     from lhotse import CutSet, RecordingSet, SupervisionSet
     corpus_dir = resolve_path(cfg_data.corpus_dir)
+    language = CORPUS_LANGUAGE[cfg_data.corpus]
     for part in _parts(cfg_data):
         target = out_dir / f"cuts_{part}.jsonl.gz"
         recordings_file = _manifest(out_dir, cfg_data.corpus, "recordings", part)
@@ -255,7 +305,7 @@ def stage_cuts(cfg_data, out_dir: Path) -> None:
         for cut in cuts:
             total += 1
             raw = cut.supervisions[0].text or ""
-            text, lost = normalize_transcript(raw), lost_characters(raw)
+            text, lost = normalize_transcript(raw, language), lost_characters(raw, language)
             if lost:
                 skipped.append((cut.id, "with characters the token set cannot spell", lost))
             elif not text:
@@ -266,7 +316,7 @@ def stage_cuts(cfg_data, out_dir: Path) -> None:
                 cut.supervisions[0].text = text
                 kept.append(cut)
         supervised = {s.recording_id for s in supervisions}
-        skipped += [(name, why, "") for name, why in _unpaired(corpus_dir / part, supervised)]
+        skipped += [(name, why, "") for name, why in _unpaired(*_corpus_files(cfg_data, corpus_dir, part), supervised)]
         skipped_file = out_dir / f"skipped_{part}.txt"
         skipped_file.unlink(missing_ok=True)
         if skipped:
@@ -381,6 +431,7 @@ def stage_codes(cfg_data, cfg_codec, out_dir: Path, device) -> None:
 def run_stages(cfg_data, cfg_codec, device) -> Path:
     """Run every unfinished stage; returns data.manifest_dir."""
     out_dir = resolve_path(cfg_data.manifest_dir)
+    check_text_and_parts(cfg_data)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_settings(cfg_data, cfg_codec, out_dir)
     corpus_dir = stage_corpus(cfg_data)

@@ -1,6 +1,7 @@
 """The two scorers of the evaluation: WER with openai-whisper (+ its English text normaliser and
-jiwer) and speaker similarity with speechbrain's ECAPA-TDNN (cosine of embeddings), and the
-per-utterance results file they stream to.
+jiwer; for Mandarin, CER: whisper with language=zh, Chinese characters only) and speaker
+similarity with speechbrain's ECAPA-TDNN (cosine of embeddings), and the per-utterance results
+file they stream to.
 
 Every pretrained loader looks in its cache first; offline (HF_HUB_OFFLINE=1 or VALLE_OFFLINE=1)
 and not cached, it stops at once with one line naming the model, the cache path and how to fetch
@@ -34,9 +35,11 @@ from common.config import ConfigError, cli_main
 SCORER_RATE = 16000  # both whisper and the ECAPA model take 16 kHz audio
 MIN_EMBED_SAMPLES = SCORER_RATE // 4  # shorter audio is zero-padded to 0.25 s before embedding
 # per_utterance.csv: prompt_id / prompt_s name the audio the similarity compares with; errors and
-# ref_words make the corpus WER a sum over rows; synth_s / audio_s give the real-time factor
+# ref_words make the corpus WER a sum over rows; synth_s / audio_s give the real-time factor; stopped
+# (generated rows: 1 = on the end token, 0 = cut at the length cap), loop and length_ratio measure
+# stability (stability.py)
 ROW_FIELDS = ["system", "mode", "id", "prompt_id", "prompt_s", "text", "hyp", "errors", "ref_words", "wer",
-              "sim", "stopped", "frames", "synth_s", "audio_s"]
+              "sim", "stopped", "frames", "loop", "length_ratio", "synth_s", "audio_s"]
 
 
 def _offline() -> bool:
@@ -52,13 +55,18 @@ def whisper_cache_path(name: str) -> Path:
     return root / os.path.basename(whisper._MODELS[name])
 
 
-def load_whisper(name: str, device, random: bool = False):
+def load_whisper(name: str, device, random: bool = False, language: str = "en"):
+    """language: what the audio is in; another than English needs a multilingual model (not *.en)."""
     import whisper
     from whisper.model import ModelDimensions, Whisper
-    if random:  # English-only vocabulary (51864), one tiny layer each side
+    if language != "en" and name.endswith(".en"):
+        raise ConfigError(f"eval.asr_model={name} is English-only and this run's text is {language}; use a "
+                          f"multilingual whisper model (eval.asr_model={name[:-3]})")
+    if random:  # English-only vocabulary (51864; multilingual 51865), one tiny layer each side
         torch.manual_seed(0)
         dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
-                               n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
+                               n_vocab=51864 if language == "en" else 51865, n_text_ctx=448, n_text_state=64,
+                               n_text_head=2, n_text_layer=1)
         model = Whisper(dims)
         # whisper leaves the decoder's positions uninitialised (torch.empty: they come from the
         # checkpoint): random memory, sometimes NaN, made the random scorer's output vary run to run
@@ -81,12 +89,12 @@ def load_whisper(name: str, device, random: bool = False):
 
 
 @torch.no_grad()
-def transcribe(model, waves_16k: list[np.ndarray], max_tokens: int = 200) -> list[str]:
-    """Greedy (temperature 0) English transcripts of 16 kHz waveforms (each up to 30 s)."""
+def transcribe(model, waves_16k: list[np.ndarray], max_tokens: int = 200, language: str = "en") -> list[str]:
+    """Greedy (temperature 0) transcripts in `language` of 16 kHz waveforms (each up to 30 s)."""
     import whisper
     mels = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.as_tensor(w, dtype=torch.float32)),
                                                     model.dims.n_mels) for w in waves_16k])
-    options = whisper.DecodingOptions(language="en", temperature=0.0, without_timestamps=True,
+    options = whisper.DecodingOptions(language=language, temperature=0.0, without_timestamps=True,
                                       fp16=next(model.parameters()).is_cuda, sample_len=max_tokens)
     return [r.text for r in whisper.decode(model, mels.to(next(model.parameters()).device), options)]
 
@@ -105,6 +113,18 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     if not ref:
         return len(hyp), 0
     out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return out.substitutions + out.deletions + out.insertions, len(ref)
+
+
+def char_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """Mandarin: (character errors, reference characters) of the Chinese characters of both sides
+    (text.normalize_transcript with language zh: punctuation, spaces, Latin letters and digits
+    dropped); jiwer's character alignment."""
+    from valle_tts.text import normalize_transcript
+    ref, hyp = normalize_transcript(reference, "zh"), normalize_transcript(hypothesis, "zh")
+    if not ref:
+        return len(hyp), 0
+    out = jiwer.process_characters(ref, hyp)
     return out.substitutions + out.deletions + out.insertions, len(ref)
 
 
@@ -142,14 +162,15 @@ class SpeakerEmbedder:
         return float(torch.nn.functional.cosine_similarity(self.embed(wave_a), self.embed(wave_b), dim=0))
 
 
-def score_rows(rows: list[dict], whisper_model, embedder: SpeakerEmbedder, max_tokens: int) -> None:
+def score_rows(rows: list[dict], whisper_model, embedder: SpeakerEmbedder, max_tokens: int,
+               language: str = "en") -> None:
     """Fill hyp / errors / ref_words / wer / sim of rows holding `audio_16k` (what whisper hears),
     `text` (its reference), `prompt_16k` (the voice to compare with; None: no similarity) and
     optionally `voice_16k` (the part whose voice is compared, default `audio_16k`). One whisper
-    batch: the caller bounds len(rows)."""
-    hyps = transcribe(whisper_model, [r["audio_16k"] for r in rows], max_tokens) if rows else []
+    batch: the caller bounds len(rows). Mandarin (language zh): errors and ref_words count characters."""
+    hyps = transcribe(whisper_model, [r["audio_16k"] for r in rows], max_tokens, language) if rows else []
     for row, hyp in zip(rows, hyps):
-        errors, ref_words = word_errors(row["text"], hyp)
+        errors, ref_words = (char_errors if language == "zh" else word_errors)(row["text"], hyp)
         voice = row.get("voice_16k", row["audio_16k"])
         if row["prompt_16k"] is None:
             sim = ""
@@ -198,24 +219,31 @@ class RowLog:
 
 def summarise(rows) -> list[dict]:
     """Rows (dicts of ROW_FIELDS, values as read from the csv) -> one line per (system, mode) in
-    first-seen order: utterances, corpus WER (all errors / all reference words), mean similarity
-    over the rows that have one, end-token stop rate and seconds of synthesis / of generated audio."""
+    first-seen order: utterances, error_rate (corpus WER, or CER for Mandarin: all errors / all
+    reference words or characters), mean similarity
+    over the rows that have one, end-token stop rate, the share cut at the length cap (generated
+    rows only), the share with a loop, the mean length / expected length, and seconds of synthesis
+    / of generated audio."""
     groups: dict[tuple[str, str], dict] = {}
     for row in rows:
         g = groups.setdefault((row["system"], row["mode"]), dict.fromkeys(
-            ("utterances", "errors", "ref_words", "sim_sum", "sim_utterances", "stopped", "synth_s", "audio_s"), 0))
+            ("utterances", "errors", "ref_words", "sim_sum", "sim_utterances", "stopped", "capped", "loop",
+             "length_ratio", "synth_s", "audio_s"), 0))
         g["utterances"] += 1
         g["errors"] += int(row["errors"])
         g["ref_words"] += int(row["ref_words"])
         if row["sim"] != "":
             g["sim_sum"] += float(row["sim"])
             g["sim_utterances"] += 1
-        for key in ("stopped", "synth_s", "audio_s"):
+        g["capped"] += row["stopped"] == "0"
+        for key in ("stopped", "loop", "length_ratio", "synth_s", "audio_s"):
             g[key] += float(row[key] or 0)
     return [{"system": system, "mode": mode, "utterances": g["utterances"],
-             "wer": error_rate(g["errors"], g["ref_words"]),
+             "error_rate": error_rate(g["errors"], g["ref_words"]),
              "sim": g["sim_sum"] / g["sim_utterances"] if g["sim_utterances"] else float("nan"),
              "sim_utterances": g["sim_utterances"], "stop_rate": g["stopped"] / g["utterances"],
+             "cap_rate": g["capped"] / g["utterances"], "loop_rate": g["loop"] / g["utterances"],
+             "length_ratio": g["length_ratio"] / g["utterances"],
              "synth_s": g["synth_s"], "audio_s": g["audio_s"]} for (system, mode), g in groups.items()]
 
 

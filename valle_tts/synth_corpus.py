@@ -10,7 +10,11 @@ that differ. Layout (as lhotse's prepare_libritts reads it):
     <root>/<part>/<spk>/<chapter>/<spk>_<chapter>.trans.tsv   id <TAB> original <TAB> normalised
     <root>/<part>/<spk>/<chapter>/<spk>_<chapter>.book.tsv    id ... snr
 
+The Mandarin variant (`write_mandarin_corpus`) says two-character words through their pinyin
+(tones left out) in AISHELL-3's layout (see aishell3.py), for lhotse's prepare_aishell3.
+
     python -m valle_tts.synth_corpus data/toy_libritts
+    python -m valle_tts.synth_corpus data/toy_aishell3 --mandarin
 """
 from __future__ import annotations
 
@@ -26,6 +30,10 @@ CHAR_MS = 70
 SPACE_MS = 50
 # (speakers, utterances per speaker) of each part of the demo corpus; first speaker id per part
 DEMO_PARTS = {"train-clean-100": (4, 8, 100), "dev-clean": (4, 1, 100), "test-clean": (2, 3, 900)}
+MANDARIN_WORDS = ("北京 上海 天气 很好 我们 学生 老师 中国 音乐 朋友 今天 明天 喜欢 吃饭 水果 电脑 "
+                  "红色 绿色 飞机 火车 医生 工作 周末 公园").split()
+# AISHELL-3 has no dev part: prepare holds data.valid_speakers training speakers out as dev
+MANDARIN_DEMO_PARTS = {"train": (5, 8, 1), "test": (2, 3, 900)}
 
 
 def _formants(char: str) -> tuple[float, float]:
@@ -68,8 +76,7 @@ def write_corpus(root: str | Path, parts: dict = DEMO_PARTS, sample_rate: int = 
     for part, (num_speakers, utts_per_speaker, first_id) in parts.items():
         for s in range(num_speakers):
             speaker, chapter = first_id + s, 1000 + first_id + s
-            f0_hz = 90.0 + 37.0 * ((speaker * 7) % 11)
-            formant_scale = 0.85 + 0.03 * ((speaker * 5) % 11)
+            f0_hz, formant_scale = _voice(speaker)
             folder = root / part / str(speaker) / str(chapter)
             folder.mkdir(parents=True, exist_ok=True)
             trans, book = [], []
@@ -89,8 +96,51 @@ def write_corpus(root: str | Path, parts: dict = DEMO_PARTS, sample_rate: int = 
     return root
 
 
+def write_mandarin_corpus(root: str | Path, parts: dict = MANDARIN_DEMO_PARTS, sample_rate: int = 24000,
+                          seed: int = 0, words_per_utt: tuple[int, int] = (2, 3)) -> Path:
+    """The Mandarin toy corpus in AISHELL-3's layout (skipped when `root/COMPLETE` exists); returns
+    `root`. parts: {train | test: (speakers, utterances per speaker, first speaker number)}."""
+    from pypinyin import Style, lazy_pinyin
+    root = Path(root)
+    if (root / "COMPLETE").is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    speaker_rows = ["# speaker	age group	gender	accent"]
+    for part, (num_speakers, utts_per_speaker, first_id) in parts.items():
+        content, labels = [], ["# utterance|pinyin|characters"]
+        for s in range(num_speakers):
+            number = first_id + s
+            speaker = f"SSB{number:04d}"
+            speaker_rows.append(f"{speaker}	B	{'female' if number % 2 else 'male'}	north")
+            folder = root / part / "wav" / speaker
+            folder.mkdir(parents=True, exist_ok=True)
+            for u in range(utts_per_speaker):
+                utt_id = f"{speaker}{u + 1:04d}"
+                words = rng.choice(MANDARIN_WORDS, size=int(rng.integers(words_per_utt[0], words_per_utt[1] + 1)),
+                                   replace=False)
+                chars = "".join(words)
+                syllables = lazy_pinyin(chars, style=Style.TONE3, neutral_tone_with_five=True)
+                sound = " ".join("".join(lazy_pinyin(word)) for word in words)  # one pause per word
+                sf.write(folder / f"{utt_id}.wav", synthesise(sound, *_voice(number), sample_rate, rng), sample_rate)
+                content.append(f"{utt_id}.wav	" + " ".join(f"{c} {p}" for c, p in zip(chars, syllables)))
+                labels.append(f"{utt_id}|{' '.join(syllables)}|{' '.join(chars)}")
+        (root / part / "content.txt").write_text("\n".join(content) + "\n", encoding="utf-8")
+        if part == "train":  # lhotse's recipe reads the tone labels of train
+            (root / part / "label_train-set.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    (root / "spk-info.txt").write_text("\n".join(speaker_rows) + "\n")
+    (root / "COMPLETE").write_text("synthesised by valle_tts.synth_corpus\n")
+    return root
+
+
+def _voice(speaker: int) -> tuple[float, float]:
+    """(pitch in Hz, formant scale) of a speaker number."""
+    return 90.0 + 37.0 * ((speaker * 7) % 11), 0.85 + 0.03 * ((speaker * 5) % 11)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root")
     parser.add_argument("--seed", type=int, default=0)
-    print(write_corpus(parser.parse_args().root, seed=parser.parse_args().seed))
+    parser.add_argument("--mandarin", action="store_true", help="the Mandarin corpus in AISHELL-3's layout")
+    args = parser.parse_args()
+    print((write_mandarin_corpus if args.mandarin else write_corpus)(args.root, seed=args.seed))

@@ -13,7 +13,8 @@ The model continues its prompt: it reads the prompt's transcript followed by the
 its audio sequence starts with the prompt's codes, so the prompt audio and the prompt text must be
 the same speech. The whole prompt wav is therefore encoded, never cut (the paper's prompts are
 3 s; evaluate.py picks whole test utterances of at most synth.prompt_s). The AR samples codebook 1
-(temperature, top-k, top-p, optional repetition-aware sampling) until its end token or
+(temperature, top-k, top-p; the stability switches of stability.py: repetition-aware sampling,
+stop-token boosting, a cap at a multiple of the expected length) until its end token or
 synth.max_frames_per_token x (text tokens) frames; the NAR fills codebooks 2..Q greedily. Up to
 synth.batch_size utterances are decoded together (`synthesize_batch`).
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from common.device import pick_device, set_cpu_threads
 from valle_tts.codec import Codec, build_codec
 from valle_tts.config import Config, SynthConfig
 from valle_tts.models.valle import VALLE
+from valle_tts.stability import expected_new_frames, new_frame_limit, run_frames_per_token
 from valle_tts.text import TokenTable, normalize_transcript
 
 
@@ -68,6 +69,7 @@ class Synthesis:
     wave: np.ndarray          # (samples,) at the codec's sample rate
     codes: torch.Tensor       # (frames, Q) generated codes (prompt excluded)
     stopped: bool             # the AR emitted its end token (False: cut at the length limit)
+    expected_frames: float    # the frames expected from the text (stability.expected_new_frames)
     seconds: float            # wall time: its batch's time shared equally among the batch's utterances
 
 
@@ -85,23 +87,27 @@ def prompt_codes_from_wave(codec: Codec, wave: np.ndarray, sample_rate: int) -> 
 
 def model_text(prompt_text: str, text: str, names: tuple[str, str] = ("--prompt-text", "--text")) -> str:
     """What the model reads for a prompt from another recording: the prompt's transcript, then the
-    text to say. Each must keep a letter or digit after normalisation; `names` say where each
-    came from in the one-line error."""
+    text to say. Each must keep a letter or digit after normalisation (English or Mandarin: this
+    check comes before the run, and so its language, is known); `names` say where each came from
+    in the one-line error."""
     for name, value, wanted in ((names[0], prompt_text, "the transcript of the prompt wav (the model reads it "
                                                         "before the text, in step with the prompt audio)"),
                                 (names[1], text, "the text to say")):
-        if not any(char.isalnum() for char in normalize_transcript(value)):  # punctuation alone says nothing
+        kept = normalize_transcript(value) + normalize_transcript(value, "zh")
+        if not any(char.isalnum() for char in kept):  # punctuation alone says nothing
             raise ConfigError(f"{name} {value!r} has no speakable characters after normalisation; give {wanted}")
     return f"{prompt_text} {text}"
 
 
 @torch.no_grad()
 def synthesize_batch(model: VALLE, tokens: TokenTable, codec: Codec, requests: list[tuple[str, torch.Tensor]],
-                     scfg: SynthConfig, generator: torch.Generator | None = None) -> list[Synthesis]:
+                     scfg: SynthConfig, generator: torch.Generator | None = None, *,
+                     frames_per_token: float) -> list[Synthesis]:
     """requests: (text, prompt codes (P, Q)) per utterance, `text` being everything the audio says,
     prompt included (`model_text` for a prompt from another recording; in continuation mode the
     whole utterance's transcript). scfg.batch_size utterances at a time: the AR decodes them
-    together with its KV cache, the NAR fills their codebooks 2..Q in one batch."""
+    together with its KV cache, the NAR fills their codebooks 2..Q in one batch. frames_per_token:
+    the training data's (stability.run_frames_per_token), for the expected lengths."""
     device = next(model.parameters()).device
     results = []
     for first in range(0, len(requests), scfg.batch_size):
@@ -109,14 +115,16 @@ def synthesize_batch(model: VALLE, tokens: TokenTable, codec: Codec, requests: l
         batch = requests[first:first + scfg.batch_size]
         texts, prompts = [], []
         for text, prompt_codes in batch:
-            ids = tokens.encode(normalize_transcript(text))
+            ids = tokens.encode(normalize_transcript(text, tokens.language))
             if not ids:
                 raise ConfigError(f"text {text!r} has no speakable characters after normalisation")
             texts.append(torch.tensor(ids, device=device))
             prompts.append(prompt_codes.to(device))
-        max_new = [max(1, math.ceil(scfg.max_frames_per_token * len(t)) - len(p)) for t, p in zip(texts, prompts)]
+        expected = [expected_new_frames(frames_per_token, len(t), len(p)) for t, p in zip(texts, prompts)]
+        max_new = [new_frame_limit(scfg, len(t), len(p), e) for t, p, e in zip(texts, prompts, expected)]
         generated = model.ar.generate_batch(texts, [p[:, 0] for p in prompts], max_new, scfg.temperature,
-                                            scfg.top_k, scfg.top_p, scfg.ras_window, scfg.ras_ratio, generator)
+                                            scfg.top_k, scfg.top_p, scfg.ras_window, scfg.ras_ratio, generator,
+                                            expected, scfg.eos_boost)
         spoken = [i for i, (codes1, _) in enumerate(generated) if len(codes1)]  # stopped at once: nothing to say
         codes = dict(zip(spoken, model.nar.generate_batch([texts[i] for i in spoken], [prompts[i] for i in spoken],
                                                           [generated[i][0] for i in spoken]))) if spoken else {}
@@ -125,7 +133,7 @@ def synthesize_batch(model: VALLE, tokens: TokenTable, codec: Codec, requests: l
         for i, (_, stopped) in enumerate(generated):
             results.append(Synthesis(waves.get(i, np.zeros(0, dtype=np.float32)),
                                      codes[i].cpu() if i in codes else torch.zeros(0, prompts[i].shape[1]),
-                                     stopped, seconds))
+                                     stopped, expected[i], seconds))
     return results
 
 
@@ -170,7 +178,7 @@ def main(argv=None):
         if not Path(prompt_wav).is_file():
             raise ConfigError(f"prompt wav {prompt_wav} not found")
     device = pick_device(load_config(Config, None, [o for o in args.overrides if o.startswith("run.")]).run.device)
-    cfg, model, tokens, _, _ = load_model(args.run, device, args.overrides)
+    cfg, model, tokens, run_dir, _ = load_model(args.run, device, args.overrides)
     if args.nar:
         attach_nar(model, tokens, args.nar, device)
     codec = build_codec(cfg.codec, device)
@@ -179,11 +187,12 @@ def main(argv=None):
     out_dir = Path(args.out_dir) if args.list else Path(args.out).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(cfg.synth.seed)
+    frames_per_token = run_frames_per_token(run_dir, cfg, tokens)
     for first in range(0, len(rows), cfg.synth.batch_size):  # a long list: one batch in memory at a time
         batch = rows[first:first + cfg.synth.batch_size]
         prompts = [prompt_codes_from_wave(codec, *sf.read(prompt_wav, dtype="float32")) for _, _, prompt_wav in batch]
         results = synthesize_batch(model, tokens, codec, [(text, p) for (_, text, _), p in zip(batch, prompts)],
-                                   cfg.synth, generator)
+                                   cfg.synth, generator, frames_per_token=frames_per_token)
         for (utt_id, _, _), prompt, result in zip(batch, prompts, results):
             out = out_dir / f"{utt_id}.wav" if args.list else Path(args.out)
             sf.write(out, result.wave, codec.sample_rate)

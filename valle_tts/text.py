@@ -1,4 +1,5 @@
-"""Transcript normalisation and text tokens: characters by default, espeak-ng phonemes as a switch.
+"""Transcript normalisation and text tokens: characters by default, espeak-ng phonemes as a switch;
+for Mandarin, Chinese characters only and pinyin tokens (pypinyin): initials and tone-numbered finals.
 
 The token table is saved next to the manifests as `tokens.txt` (icefall's "<symbol> <id>" format,
 the space written as "▁") so that training, synthesis and evaluation all read the same ids.
@@ -26,6 +27,9 @@ _SPELLED = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": 
                           "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
                           "ı": "i", "\u2019": "'", "\u2018": "'", "`": "'", "%": " percent ", "&": " and ",
                           **dict.fromkeys('"\u201c\u201d\u201e\u00ab\u00bb')})
+_HANZI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")  # CJK unified ideographs (and extension A)
+# the language of each kind of text token: it decides how transcripts are normalised and scored
+TOKEN_LANGUAGE = {"chars": "en", "phonemes": "en", "pinyin": "zh"}
 _NUMBER = re.compile(r"(\d+(?:,\d{3})*)(\.\d+)?(?:(st|nd|rd|th)\b)?", re.IGNORECASE)
 
 
@@ -46,18 +50,26 @@ def _spelled_out(text: str) -> str:
     return _NUMBER.sub(_number_words, text.translate(_SPELLED))
 
 
-def normalize_transcript(text: str) -> str:
-    """Lower case, numbers as English words, accents and letters transliterated to ASCII, only the
+def normalize_transcript(text: str, language: str = "en") -> str:
+    """English: lower case, numbers as English words, accents and letters transliterated to ASCII, only the
     characters of CHARS kept, single spaces: "Mr. Smith’s  2 CATS!" -> "mr. smith's two cats!".
-    What cannot be spelled (北京, $) is dropped: `lost_characters` names it."""
+    What cannot be spelled (北京, $) is dropped: `lost_characters` names it.
+    Mandarin (language="zh"): the Chinese characters only, in order (full-width forms folded first;
+    punctuation, spaces, Latin letters and digits dropped): "广州，女大学生！" -> "广州女大学生"."""
+    if language == "zh":
+        return "".join(_HANZI.findall(unicodedata.normalize("NFKC", text)))
     text = re.sub(r"\s+", " ", _NOT_KEPT.sub(" ", _spelled_out(text).lower())).strip()
     return re.sub(r" ([,.?!])", r"\1", text)  # "number two ." -> "number two."
 
 
-def lost_characters(text: str) -> str:
+def lost_characters(text: str, language: str = "en") -> str:
     """The letters, digits and symbols of `text` that normalize_transcript drops because they have
     no spelling in CHARS, each once, in order: "The café in 北京 cost $5" -> "北京$" (punctuation and
-    spacing are not content and are not listed)."""
+    spacing are not content and are not listed). Mandarin: those that are not Chinese characters
+    ("3 个 GPU" -> "3GPU"; pinyin has no reading for them)."""
+    if language == "zh":
+        text = unicodedata.normalize("NFKC", text)
+        return "".join(dict.fromkeys(c for c in text if unicodedata.category(c)[0] in "LNS" and not _HANZI.match(c)))
     lost = (c for c in _spelled_out(text)
             if unicodedata.category(c)[0] in "LNS" and not (c.isascii() and c.isalnum()))
     return "".join(dict.fromkeys(lost))
@@ -78,13 +90,25 @@ def espeak_phonemes(text: str, language: str = "en-us") -> list[str]:
     return symbols
 
 
+def pinyin_symbols(text: str) -> list[str]:
+    """Chinese characters -> per character its pinyin initial (when it has one; y and w count as
+    initials) and its final with the tone number (neutral tone 5), in context (pypinyin's phrase
+    dictionary picks the reading of polyphones): "绿色的" -> [l, v4, s, e4, d, e5]."""
+    from pypinyin import Style, lazy_pinyin
+    initials = lazy_pinyin(text, style=Style.INITIALS, strict=False)
+    finals = lazy_pinyin(text, style=Style.FINALS_TONE3, strict=False, neutral_tone_with_five=True)
+    return [s for initial, final in zip(initials, finals) for s in (initial, final) if s]
+
+
 def text_to_symbols(text: str, kind: str) -> list[str]:
     """Normalised text -> the symbol sequence the token table indexes."""
     if kind == "chars":
         return [SPACE if c == " " else c for c in text]
     if kind == "phonemes":
         return espeak_phonemes(text)
-    raise ConfigError(f"data.text_tokens={kind!r} is not known; use chars or phonemes")
+    if kind == "pinyin":
+        return pinyin_symbols(text)
+    raise ConfigError(f"data.text_tokens={kind!r} is not known; use chars, phonemes or pinyin")
 
 
 class TokenTable:
@@ -92,6 +116,7 @@ class TokenTable:
 
     def __init__(self, symbols: list[str], kind: str = "chars"):
         self.kind = kind
+        self.language = TOKEN_LANGUAGE.get(kind, "en")  # of the text it reads
         self.symbols = [PAD, UNK] + [s for s in symbols if s not in (PAD, UNK)]
         self.ids = {s: i for i, s in enumerate(self.symbols)}
 
@@ -126,7 +151,7 @@ class TokenTable:
                               f"(python -m valle_tts.prepare --config <config>)")
         lines = path.read_text().splitlines()
         if not lines or not lines[0].startswith("#kind "):
-            raise ConfigError(f"{path} line 1: expected '#kind chars' or '#kind phonemes'")
+            raise ConfigError(f"{path} line 1: expected '#kind chars', '#kind phonemes' or '#kind pinyin'")
         kind = lines[0].split()[1]
         symbols = []
         for n, line in enumerate(lines[1:], 2):

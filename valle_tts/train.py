@@ -32,6 +32,7 @@ from valle_tts.config import PARAM_LIMIT, Config
 from valle_tts.data import CodesDataset, load_cuts, make_loader, make_sampler
 from valle_tts.models.valle import VALLE
 from valle_tts.prepare import run_stages
+from valle_tts.stability import run_frames_per_token
 from valle_tts.text import TokenTable
 
 
@@ -131,6 +132,7 @@ def main(argv=None):
     tokens = TokenTable.load(manifest_dir / "tokens.txt")
     if dist_info.is_main:  # the run keeps its own copy: synthesis must use the table it was trained with
         tokens.save(run_dir / "tokens.txt")
+        run_frames_per_token(run_dir, cfg, tokens)  # the expected lengths of synthesis (stability.py)
     dataset = CodesDataset(tokens)
     train_cuts = load_cuts(manifest_dir, cfg.data.train_parts, cfg.data.train_hours)
     train_sampler = make_sampler(train_cuts, cfg.data, shuffle=True,

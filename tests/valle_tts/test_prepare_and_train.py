@@ -153,7 +153,9 @@ def test_parameter_limit_is_one_line_error(prepared, capsys):
     ("train.modles=ar", "unknown config key train.modles; did you mean train.models?"),
     ("train.models=all", "train.models: expected one of ['both', 'ar', 'nar'], got 'all'"),
     ("data.corpus_dir=/nonexistent/LibriTTS", "lacks train-clean-100"),
-    ("data.corpus=aishell3", "data.corpus: expected one of ['librispeech', 'libritts'], got 'aishell3'"),
+    ("data.corpus=aishell", "data.corpus: expected one of ['librispeech', 'libritts', 'aishell3'], got 'aishell'"),
+    ("data.corpus=aishell3", "data.text_tokens=chars does not fit data.corpus=aishell3 (Mandarin); use "
+                             "data.text_tokens=pinyin"),
 ])
 def test_user_mistakes_are_one_line(prepared, tmp_path, capsys, make_config, override, message):
     from valle_tts.train import main

@@ -63,16 +63,22 @@ def test_offline_loaders_fail_fast_with_one_line(tmp_path, monkeypatch):
 def test_table_collects_runs(tmp_path):
     from common.run import write_summary
     from valle_tts.table import collect
-    for name, wer in (("base_100h", 0.12), ("base_960h", 0.05)):
+    for name, error, language, codec in (("base_100h", "wer", None, None), ("base_960h", "wer", "en", "vocos"),
+                                         ("aishell3", "cer", "zh", "encodec")):
         (tmp_path / name).mkdir()
-        write_summary(tmp_path / name, "VALL-E", {"wer_cross": wer, "sim_cross": 0.5}, params=3_000_000,
-                      train_parts=["train-clean-100"], codec_pretrained=name == "base_960h",
-                      random_scorers=name == "base_100h")
-    table = collect([tmp_path / "base_100h", tmp_path / "base_960h"]).splitlines()
-    assert table[0].startswith("| run | caveats | training data | params | WER cont. % | WER cross %")
-    assert table[2].startswith("| base_100h | random codec, random scorers | train-clean-100 | 3.0M | - | 12.00 | "
-                               "- | 0.50")
-    assert table[3].startswith("| base_960h | - |") and "| 5.00 |" in table[3]
+        extra = {"language": language, "codec": codec} if language else {}  # an older summary has neither
+        write_summary(tmp_path / name, "VALL-E", {f"{error}_cross": 0.12 if name == "base_100h" else 0.05,
+                                                  "sim_cross": 0.5, "cap_rate_cross": 0.25}, params=3_000_000,
+                      train_parts=["train" if language == "zh" else "train-clean-100"],
+                      codec_pretrained=name != "base_100h", random_scorers=name == "base_100h", **extra)
+    table = collect([tmp_path / "base_100h", tmp_path / "base_960h", tmp_path / "aishell3"]).splitlines()
+    assert table[0].startswith("| run | caveats | language | codec | training data | params | WER/CER cont. % | "
+                               "WER/CER cross %")
+    assert table[2].startswith("| base_100h | random codec, random scorers | en | encodec | train-clean-100 | 3.0M "
+                               "| - | 12.00 | - | 0.50")
+    assert table[3].startswith("| base_960h | - | en | vocos |") and "| 5.00 |" in table[3]
+    assert table[4].startswith("| aishell3 | - | zh | encodec | train | 3.0M | - | 5.00 |")  # the CER
+    assert "| 0.25 |" in table[4]
     assert "WavLM-TDNN" in table[-1] and "not comparable" in table[-1]
     with pytest.raises(ConfigError, match="has no summary.json"):
         collect([tmp_path])
@@ -94,7 +100,8 @@ def test_synthesize_and_evaluate_end_to_end(trained_run, tmp_path, capsys):
     evaluate.main([str(trained_run)])
     summary = json.loads((trained_run / "summary.json").read_text())
     for key in ("wer_continuation", "wer_cross", "sim_continuation", "sim_cross", "wer_ground_truth",
-                "wer_codec_resynthesis", "rtf", "peak_memory_mb"):
+                "wer_codec_resynthesis", "rtf", "peak_memory_mb", "cap_rate_cross", "loop_rate_continuation",
+                "length_ratio_cross", "loop_rate_codec_resynthesis", "length_ratio_ground_truth"):
         assert isinstance(summary["metrics"][key], float), key
     assert summary["random_scorers"] is True and summary["codec_pretrained"] is False
     with open(trained_run / "eval" / "per_utterance.csv") as f:

@@ -181,17 +181,22 @@ class ARModel(nn.Module):
     @torch.no_grad()
     def generate_batch(self, texts: list[torch.Tensor], prompts: list[torch.Tensor], max_new: list[int] | int,
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, ras_window: int = 0,
-                       ras_ratio: float = 0.5,
-                       generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, bool]]:
+                       ras_ratio: float = 0.5, generator: torch.Generator | None = None,
+                       expected_new: list[float] | None = None,
+                       eos_boost: float = 0.0) -> list[tuple[torch.Tensor, bool]]:
         """B utterances at once: texts[i] (T_text_i,) = everything utterance i says, prompts[i] (P_i,)
         its prompt's codebook-1 codes -> per utterance (new codes (N_i,), whether it stopped on EOS),
         at most max_new[i] (or max_new) new frames. Under greedy decoding each row equals decoding it
         alone. ras_window > 0: repetition-aware sampling (VALL-E 2) - a token that already fills more
-        than ras_ratio of the row's last ras_window new tokens is redrawn from the full distribution."""
+        than ras_ratio of the row's last ras_window new tokens is redrawn from the full distribution.
+        eos_boost > 0 (stop-token boosting; needs expected_new, each row's expected new frames): once
+        a row has n > expected frames, its end-token logit gets + eos_boost * (n / expected - 1)."""
         B = len(texts)
         limits = [max_new] * B if isinstance(max_new, int) else list(max_new)
         if not len(prompts) == len(limits) == B:
             raise ValueError(f"{B} texts, {len(prompts)} prompts and {len(limits)} limits: one of each per utterance")
+        if eos_boost and (expected_new is None or len(expected_new) != B):
+            raise ValueError("eos_boost needs expected_new: one expected length per utterance")
         if min(len(t) for t in texts) < 1 or min(limits) < 1:
             raise ValueError("generation needs at least one text token and max_new >= 1 per utterance")
         device, d = texts[0].device, self.cfg.d_model
@@ -216,6 +221,10 @@ class ARModel(nn.Module):
         stopped = [False] * B
         for step in range(max(limits)):
             logits = self.head(self.norm(last))
+            if eos_boost:
+                overrun = torch.tensor([len(new[row]) / expected_new[row] - 1 for row in rows], device=device)
+                logits = logits.float()
+                logits[:, self.eos] += eos_boost * overrun.clamp(min=0)
             tokens = sample_tokens(logits, temperature, top_k, top_p, generator).tolist()
             keep = []  # rows that go on
             for j, row in enumerate(rows):
