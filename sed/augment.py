@@ -2,9 +2,17 @@
 torch RNG in the main process, so a resumed run draws exactly what the uninterrupted run drew."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from sed.config import AugmentConfig
+
+
+def time_shift(mels: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """Roll each clip of (batch, time, n_mels) by its own random shift in [-max_frames, max_frames]."""
+    shifts = torch.randint(-max_frames, max_frames + 1, (len(mels),))
+    return torch.stack([m.roll(int(s), dims=0) for m, s in zip(mels, shifts)])
 
 
 def augment_batch(mels: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig):
@@ -12,8 +20,7 @@ def augment_batch(mels: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig)
     batch, n_frames, n_mels = mels.shape
     mels = mels.clone()
     if cfg.time_shift:  # weak labels do not change when the clip is rotated in time
-        shifts = torch.randint(-cfg.time_shift_frames, cfg.time_shift_frames + 1, (batch,))
-        mels = torch.stack([m.roll(int(s), dims=0) for m, s in zip(mels, shifts)])
+        mels = time_shift(mels, cfg.time_shift_frames)
     if cfg.mixup:
         lam = torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample((batch,))
         partner = torch.randperm(batch)
@@ -31,3 +38,14 @@ def augment_batch(mels: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig)
     if cfg.noise:
         mels = mels + cfg.noise_std * torch.randn_like(mels)
     return mels, targets
+
+
+def mean_teacher_views(mels: torch.Tensor, cfg: AugmentConfig, noise_std: float):
+    """Two differently perturbed views of the same clips (batch, time, n_mels): the student's with the
+    configured augmentation and its own Gaussian noise, the teacher's with other Gaussian noise. A time
+    shift moves both views alike, so that their frames stay aligned for the frame consistency loss."""
+    if cfg.time_shift:
+        mels = time_shift(mels, cfg.time_shift_frames)
+    no_labels = torch.zeros(len(mels), 0)
+    student, _ = augment_batch(mels, no_labels, dataclasses.replace(cfg, time_shift=False))
+    return student + noise_std * torch.randn_like(mels), mels + noise_std * torch.randn_like(mels)

@@ -18,6 +18,7 @@ class SynthConfig:
     train_clips: int = bounded(300, ge=1)  # weakly labelled
     test_clips: int = bounded(60, ge=1)    # strongly labelled, for the post-processing sweep
     eval_clips: int = bounded(100, ge=1)   # strongly labelled, for the final numbers
+    unlabelled_clips: int = bounded(0, ge=0)  # no labels (audio/train/unlabel_in_domain), for mean teacher
     sample_rate: int = bounded(16000, ge=1)
     seed: int = bounded(1234, ge=0)
 
@@ -35,6 +36,9 @@ class DataConfig:
     test_audio: str = "audio/test"
     eval_csv: str = "metadata/eval/eval.csv"   # strong labels; the reported numbers
     eval_audio: str = "audio/eval"
+    # folders of unlabelled clips (every *.wav), e.g. [audio/train/unlabel_in_domain]; read only by
+    # train.method=mean_teacher
+    unlabelled_audio: list[str] = dataclasses.field(default_factory=list)
     features_dir: str = ""                     # HDF5 features; "" = <root>/features/<settings>
     workers: int = bounded(4, ge=1)            # feature-extraction processes
     # weak clips held out (multi-label stratified): valid mAP picks best.pt, cuts the lr, stops early
@@ -66,6 +70,7 @@ class ModelConfig:
     rnn_layers: int = bounded(2, ge=1)
     dropout: float = bounded(0.2, ge=0, lt=1)
     pooling: Literal["linear_softmax", "attention", "max", "mean"] = "linear_softmax"
+    context_gating: bool = False  # crnn: gated linear units (conv * sigmoid(gate conv)) instead of ReLU
 
 
 @dataclasses.dataclass
@@ -84,6 +89,19 @@ class AugmentConfig:
 
 
 @dataclasses.dataclass
+class MeanTeacherConfig:
+    """train.method=mean_teacher (Tarvainen & Valpola 2017): the teacher is an exponential moving average
+    of the student's weights; a consistency loss pulls the student's outputs on unlabelled (and labelled)
+    clips towards the teacher's. An epoch is one pass over the weak train clips."""
+    unlabelled_fraction: float = bounded(0.5, gt=0, lt=1)  # of each batch, the rest are weak clips
+    ema_decay: float = bounded(0.999, ge=0, lt=1)          # teacher = decay * teacher + (1 - decay) * student
+    consistency_weight: float = bounded(2.0, ge=0)         # on MSE(clip probs) + MSE(frame probs)
+    rampup_epochs: float = bounded(10.0, ge=0)             # weight * exp(-5 (1 - t)^2) up to this epoch
+    noise_std: float = bounded(0.15, ge=0)                 # Gaussian input noise, drawn apart for each model
+    evaluate: Literal["teacher", "student"] = "teacher"    # the model valid mAP, best.pt and evaluate.py use
+
+
+@dataclasses.dataclass
 class TrainConfig:
     epochs: int = bounded(100, ge=1)
     batch_size: int = bounded(32, ge=1)
@@ -94,6 +112,11 @@ class TrainConfig:
     plateau_factor: float = bounded(0.5, gt=0, lt=1)
     early_stop_patience: int = bounded(10, ge=1)  # epochs without a better valid mAP before training stops
     log_every_steps: int = bounded(20, ge=1)
+    # weak clips in batch order: "shuffle" (each once per epoch) or "class_balanced" (each draw picks a
+    # class uniformly, then one of its clips: rare classes are seen as often as common ones)
+    sampler: Literal["shuffle", "class_balanced"] = "shuffle"
+    method: Literal["supervised", "mean_teacher"] = "supervised"
+    mean_teacher: MeanTeacherConfig = dataclasses.field(default_factory=MeanTeacherConfig)
 
 
 @dataclasses.dataclass
@@ -110,6 +133,9 @@ class PostprocessConfig:
     sweep: bool = True
     sweep_thresholds: list[float] = bounded([0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ge=0, le=1)
     sweep_median_s: list[float] = bounded([0.0, 0.1, 0.3, 0.5, 1.0], ge=0)
+    # > 0: each class's median window is this fraction of its mean event duration on the test split
+    # (long windows for long sounds like Frying, short ones for Dog); the sweep then picks thresholds only
+    median_duration_fraction: float = bounded(0.0, ge=0)
     timeline_clips: int = bounded(4, ge=0)                 # clips drawn in the event-timeline figure
 
 

@@ -181,3 +181,73 @@ class ClipSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.features[i], self.targets[i]
+
+
+def unlabelled_set(features: np.ndarray, n_classes: int, mean: np.ndarray, std: np.ndarray) -> ClipSet:
+    """Clips without labels. Their targets are NaN: a loss that reached them would be NaN and stop the
+    run as diverged, so they can never silently enter the supervised loss."""
+    return ClipSet(features, np.full((len(features), n_classes), np.nan, dtype=np.float32), mean, std)
+
+
+def is_labelled(targets: torch.Tensor) -> torch.Tensor:
+    """(batch, classes) targets -> (batch,) bool: False for the NaN rows of unlabelled clips."""
+    return ~targets.isnan().any(1)
+
+
+class TrainBatches(torch.utils.data.Sampler):
+    """Index batches for the training loader over ConcatDataset([weak, unlabelled]), reproducible from
+    (seed, epoch, step) alone, so a resumed run sees exactly the batches of the uninterrupted one (the
+    global RNG is never used). Each batch holds `n_labelled` weak clips, then `n_unlabelled` unlabelled
+    clips (indices from len(weak) on). An epoch is one pass over this rank's share of the weak clips;
+    the unlabelled clips come from an endless stream of shuffled passes, positioned by the global step.
+
+        batches.set_epoch(epoch, start_step=step_in_epoch, global_step=step)
+
+    balanced: each weak draw picks a class uniformly, then one of the clips that carry it (with
+    replacement), so a rare class fills as many batch slots as a common one."""
+
+    def __init__(self, targets: np.ndarray, n_labelled: int, n_unlabelled_clips: int = 0, n_unlabelled: int = 0,
+                 balanced: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.n_weak, self.n_labelled = len(targets), n_labelled
+        self.n_unlabelled_clips, self.n_unlabelled = n_unlabelled_clips, n_unlabelled
+        self.clips_of_class = [torch.from_numpy(np.flatnonzero(column)) for column in targets.T]
+        self.balanced, self.seed, self.rank, self.world_size = balanced, seed, rank, world_size
+        self.epoch, self.start_step, self.global_step = 0, 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0, global_step: int = 0) -> None:
+        """start_step: batches of this epoch already trained; global_step: batches trained in all."""
+        self.epoch, self.start_step, self.global_step = epoch, start_step, global_step
+
+    def _rank_share(self, order: list[int]) -> list[int]:
+        return order[:len(order) - len(order) % self.world_size][self.rank::self.world_size]
+
+    def _weak_order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)  # as common ResumableSampler
+        if not self.balanced:
+            return self._rank_share(torch.randperm(self.n_weak, generator=g).tolist())
+        present = [clips for clips in self.clips_of_class if len(clips)]
+        classes = torch.randint(len(present), (self.n_weak,), generator=g).tolist()
+        picks = torch.rand(self.n_weak, generator=g).tolist()
+        return self._rank_share([int(present[c][int(u * len(present[c]))]) for c, u in zip(classes, picks)])
+
+    def _unlabelled(self, position: int, passes: dict) -> int:
+        """The unlabelled clip at `position` of this rank's endless stream, as a ConcatDataset index."""
+        per_pass = self.n_unlabelled_clips // self.world_size
+        n_pass, offset = divmod(position, per_pass)
+        if n_pass not in passes:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + 500_009 + n_pass)
+            passes[n_pass] = self._rank_share(torch.randperm(self.n_unlabelled_clips, generator=g).tolist())
+        return self.n_weak + passes[n_pass][offset]
+
+    def _n_batches(self) -> int:
+        return (self.n_weak // self.world_size) // self.n_labelled
+
+    def __iter__(self):
+        weak, passes = self._weak_order(), {}
+        for batch in range(self.start_step, self._n_batches()):
+            labelled = weak[batch * self.n_labelled:(batch + 1) * self.n_labelled]
+            first = (self.global_step + batch - self.start_step) * self.n_unlabelled
+            yield labelled + [self._unlabelled(p, passes) for p in range(first, first + self.n_unlabelled)]
+
+    def __len__(self) -> int:
+        return max(0, self._n_batches() - self.start_step)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from common.checkpoint import find_checkpoint, load_checkpoint
-from common.config import cli_main, load_config
+from common.config import ConfigError, cli_main, load_config
 from common.device import amp_dtype, pick_device, set_cpu_threads
 from common.params import count_parameters
 from common.run import read_summary, write_summary
@@ -71,21 +71,35 @@ class SplitPredictions:
                 **metrics.tagging(self.targets, self.clip_probs, tag_threshold)}, event, segment
 
 
-def sweep(preds: SplitPredictions, pp, hop_s: float):
+def median_windows_from_durations(reference: dict, fraction: float, default_s: float) -> np.ndarray:
+    """(classes,) median windows in seconds: `fraction` of each class's mean event duration in `reference`
+    ({filename: [(onset_s, offset_s, label)]}); `default_s` for a class without events there."""
+    durations = {c: [] for c in CLASSES}
+    for events in reference.values():
+        for onset_s, offset_s, label in events:
+            durations[label].append(offset_s - onset_s)
+    return np.array([fraction * np.mean(durations[c]) if durations[c] else default_s for c in CLASSES])
+
+
+def sweep(preds: SplitPredictions, pp, hop_s: float, class_median_s=None):
     """Event F1 per class on each (threshold, median_s) grid point; returns rows for sweep.csv and the
-    per-class choice (thresholds (classes,), median_s (classes,))."""
+    per-class choice (thresholds (classes,), median_s (classes,)). With class_median_s (classes,)
+    given, the median windows are fixed to it and only the thresholds are swept."""
+    medians = ([np.full(len(CLASSES), m) for m in pp.sweep_median_s] if class_median_s is None
+               else [np.asarray(class_median_s)])
     rows, grid = [], []
     for threshold in pp.sweep_thresholds:
-        for median_s in pp.sweep_median_s:
-            event = metrics.event_based(preds.reference, preds.events(pp, threshold, round(median_s / hop_s)))
+        for median_s in medians:
+            event = metrics.event_based(preds.reference,
+                                        preds.events(pp, threshold, np.round(median_s / hop_s).astype(int)))
             f1 = metrics.class_wise_f1(event)
             grid.append((threshold, median_s, np.nan_to_num(f1, nan=-1.0)))
-            rows.append({"threshold": threshold, "median_s": median_s,
-                         "event_f1_macro": metrics.headline(event, "event")["event_f1_macro"],
+            rows.append({"threshold": threshold, "median_s": float(median_s[0]) if class_median_s is None
+                         else "per_class", "event_f1_macro": metrics.headline(event, "event")["event_f1_macro"],
                          **{c: float(v) for c, v in zip(CLASSES, f1)}})
     scores = np.stack([f1 for *_, f1 in grid])           # (grid points, classes)
     best = scores.argmax(0)                              # first best point per class
-    return rows, np.array([grid[b][0] for b in best]), np.array([grid[b][1] for b in best])
+    return rows, np.array([grid[b][0] for b in best]), np.array([grid[b][1][c] for c, b in enumerate(best)])
 
 
 def write_predictions(path: Path, detected: dict) -> None:
@@ -132,9 +146,15 @@ def main(argv=None):
     dtype = amp_dtype(device, cfg.run.amp)
     state = load_checkpoint(ckpt_path)
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).to(device)
-    model.load_state_dict(state["model"])
+    mt_teacher = cfg.train.method == "mean_teacher" and cfg.train.mean_teacher.evaluate == "teacher"
+    judged = "teacher" if mt_teacher else "model"
+    if state.get(judged) is None:
+        raise ConfigError(f"{ckpt_path} has no mean teacher (a supervised run); evaluate its model with "
+                          f"train.method=supervised")
+    model.load_state_dict(state[judged])
     mean, std = state["band_mean"], state["band_std"]
-    print(f"evaluating {ckpt_path} (step {state['step']}, best valid mAP {state['best'][0]:.4f})")
+    print(f"evaluating {ckpt_path} (step {state['step']}, best valid mAP {state['best'][0]:.4f}"
+          f"{', the mean teacher' if judged == 'teacher' else ''})")
 
     splits = prepare_data(cfg)
     _, valid_set, _, _ = weak_datasets(cfg, splits["train"])
@@ -144,8 +164,17 @@ def main(argv=None):
     median_s = np.full(len(CLASSES), pp.median_s)
     sweep_rows = []
     test = SplitPredictions(splits["test"], cfg, model, mean, std, device, dtype) if "test" in splits else None
+    class_median_s = None
+    if pp.median_duration_fraction > 0:
+        if test is None:
+            raise ConfigError("postprocess.median_duration_fraction takes the event durations of the strongly "
+                              "labelled test split; set data.test_csv or postprocess.median_duration_fraction=0")
+        class_median_s = median_s = median_windows_from_durations(test.reference, pp.median_duration_fraction,
+                                                                  pp.median_s)
+        print("median windows from the test split's event durations: " +
+              ", ".join(f"{c} {m:.2f} s" for c, m in zip(CLASSES, median_s)))
     if test is not None and pp.sweep:
-        sweep_rows, thresholds, median_s = sweep(test, pp, hop_s)
+        sweep_rows, thresholds, median_s = sweep(test, pp, hop_s, class_median_s)
         write_csv(run_dir / "sweep.csv", sweep_rows)
         print(f"post-processing chosen per class on the test split ({len(sweep_rows)} grid points)")
     median_frames = np.round(median_s / hop_s).astype(int)
@@ -215,7 +244,8 @@ def write_report(run_dir, cfg, ckpt_path, results, tables, headline, sweep_rows,
         best = max(sweep_rows, key=lambda r: r["event_f1_macro"])
         lines += ["## Post-processing sweep (test split)", "",
                   f"{len(sweep_rows)} grid points (sweep.csv); best single setting: threshold {best['threshold']}, "
-                  f"median {best['median_s']} s -> event F1 (macro) {best['event_f1_macro']:.3f}. "
+                  f"median {best['median_s']}{' s' if isinstance(best['median_s'], float) else ''} -> "
+                  f"event F1 (macro) {best['event_f1_macro']:.3f}. "
                   "The per-class choice is in the class-wise tables.", ""]
     if figures:
         lines += ["## Event timelines (eval)", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]

@@ -4,7 +4,8 @@
 
 Stage by stage, each skipped when its output is there (train.py runs the same function):
   1. (demo/tests) generate the synthetic set when data.synth.enabled and it is missing;
-  2. per split (train = weak.csv, test and eval = strong csv): write <split>_wavs.txt, then extract
+  2. per split (train = weak.csv, test and eval = strong csv, one split per data.unlabelled_audio
+     folder, named after it, holding every .wav in it): write <split>_wavs.txt, then extract
      the log-mels that <split>.h5 does not hold yet, in `data.workers` processes (at most one per
      core this process may use), one pool for all splits. Audio that is missing, unreadable or empty
      is skipped, counted and listed in <split>_skipped.txt.
@@ -40,7 +41,8 @@ class Split:
     name: str
     h5_path: Path
     filenames: list[str]
-    weak: dict[str, list[str]]                                # clip labels (derived for strong splits)
+    weak: dict[str, list[str]]                                # clip labels (derived for strong splits; none
+                                                              # for unlabelled ones)
     strong: dict[str, list[tuple[float, float, str]]] | None  # events, for test and eval
 
 
@@ -262,7 +264,7 @@ def synth_data(cfg: Config) -> Path:
     if synth.enabled:
         from sed.synth import generate
         generate(root, synth.train_clips, synth.test_clips, synth.eval_clips, synth.sample_rate, synth.seed,
-                 cfg.data.workers)
+                 cfg.data.workers, synth.unlabelled_clips)
     return root
 
 
@@ -288,8 +290,26 @@ def label_files(data: DataConfig, root: Path) -> dict[str, str]:
     return files
 
 
+def unlabelled_folders(cfg: Config, root: Path) -> dict[str, tuple[Path, list[str]]]:
+    """{split name: (folder, its .wav files)} for data.unlabelled_audio; the split is named after the folder."""
+    folders = {}
+    for folder in cfg.data.unlabelled_audio:
+        path = root / folder
+        if not path.is_dir():
+            raise ConfigError(f"data.unlabelled_audio: folder {path} does not exist")
+        if path.name in folders or path.name in ("train", "test", "eval"):
+            raise ConfigError(f"data.unlabelled_audio: two splits would be named {path.name!r} (a split is named "
+                              f"after its folder); rename or drop one")
+        wavs = sorted(p.name for p in path.glob("*.wav"))
+        if not wavs:
+            raise ConfigError(f"data.unlabelled_audio: folder {path} holds no .wav files")
+        folders[path.name] = (path, wavs)
+    return folders
+
+
 def prepare_data(cfg: Config) -> dict[str, Split]:
-    """Every split the config names, prepared (idempotent). Keys: train, eval and (if set) test."""
+    """Every split the config names, prepared (idempotent). Keys: train, eval, (if set) test, and one per
+    data.unlabelled_audio folder (named after it)."""
     root = synth_data(cfg)
     if not root.is_dir():
         raise ConfigError(f"data.root {root} does not exist; download DCASE2018 Task 4 (see sed/README.md) "
@@ -298,6 +318,7 @@ def prepare_data(cfg: Config) -> dict[str, Split]:
     splits = {}
     labels = label_files(cfg.data, root)
     weak = read_weak_csv(root / labels["weak_csv"])
+    unlabelled = unlabelled_folders(cfg, root)
     with ExtractionPool(cfg.features, cfg.data.workers) as pool:
         available, _ = extract_split("train", root / cfg.data.weak_audio, list(weak), out_dir, pool)
         splits["train"] = Split("train", out_dir / "train.h5", available, weak, None)
@@ -309,6 +330,9 @@ def prepare_data(cfg: Config) -> dict[str, Split]:
             available, _ = extract_split(name, root / audio, list(strong), out_dir, pool)
             clip_labels = {f: sorted({label for _, _, label in events}) for f, events in strong.items()}
             splits[name] = Split(name, out_dir / f"{name}.h5", available, clip_labels, strong)
+        for name, (folder, wavs) in unlabelled.items():
+            available, _ = extract_split(name, folder, wavs, out_dir, pool)
+            splits[name] = Split(name, out_dir / f"{name}.h5", available, {}, None)
     for split in splits.values():
         if not split.filenames:
             raise ConfigError(f"split {split.name}: no clip has features; check the audio folder and "

@@ -5,8 +5,9 @@ exact strong labels, weak labels derived from them.
     root/audio/train/weak/*.wav    root/metadata/train/weak.csv   filename<TAB>label,label
     root/audio/test/*.wav          root/metadata/test/test.csv    filename<TAB>onset<TAB>offset<TAB>event_label
     root/audio/eval/*.wav          root/metadata/eval/eval.csv
+    root/audio/train/unlabel_in_domain/*.wav                      (no labels; only with unlabelled_clips > 0)
 
-    python -m sed.synth OUT_DIR [--train 300 --test 60 --eval 100 --sample-rate 16000 --seed 1234]
+    python -m sed.synth OUT_DIR [--train 300 --test 60 --eval 100 --unlabelled 0 --sample-rate 16000 --seed 1234]
 """
 from __future__ import annotations
 
@@ -135,29 +136,46 @@ def _write_clip(job) -> list[tuple[float, float, str]]:
     return events
 
 
+UNLABELLED_AUDIO = "audio/train/unlabel_in_domain"
+
+
 def generate(root: str | Path, train_clips: int = 300, test_clips: int = 60, eval_clips: int = 100,
-             sample_rate: int = 16000, seed: int = 1234, workers: int = 1) -> Path:
-    """Write the set under `root` unless a finished one with the same settings is there already."""
+             sample_rate: int = 16000, seed: int = 1234, workers: int = 1, unlabelled_clips: int = 0) -> Path:
+    """Write the set under `root` unless a finished one with the same settings is there already.
+    Unlabelled clips are drawn like the weak ones (in-domain) and written without labels."""
     root = Path(root)
     settings = {"train": train_clips, "test": test_clips, "eval": eval_clips,
                 "sample_rate": sample_rate, "seed": seed}
+    if unlabelled_clips:  # only then: sets generated before unlabelled clips existed stay valid
+        settings["unlabelled"] = unlabelled_clips
     done = root / "SYNTH_DONE.json"
     if done.is_file() and json.loads(done.read_text()) == settings:
         return root
     print(f"generating the synthetic DCASE2018-layout set in {root}", flush=True)
-    for split_id, (split, count) in enumerate((("train", train_clips), ("test", test_clips), ("eval", eval_clips))):
-        audio_dir = root / ("audio/train/weak" if split == "train" else f"audio/{split}")
+    splits = (("train", train_clips), ("test", test_clips), ("eval", eval_clips), ("unlabelled", unlabelled_clips))
+    for split_id, (split, count) in enumerate(splits):
+        if not count:
+            continue
+        audio_dir = root / {"train": "audio/train/weak", "unlabelled": UNLABELLED_AUDIO}.get(split, f"audio/{split}")
         csv_path = root / ("metadata/train/weak.csv" if split == "train" else f"metadata/{split}/{split}.csv")
         audio_dir.mkdir(parents=True, exist_ok=True)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
         # YouTube-id-like names as in DCASE2018: Y<id>_<start>_<end>.wav
         names = [f"Ysynth{split}{i:05d}_0.000_10.000.wav" for i in range(count)]
         jobs = [(audio_dir / name, sample_rate, [seed, split_id, i]) for i, name in enumerate(names)]
         if workers > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            # close + join, not the context manager's terminate: under train.py the workers inherit
+            # the preemption flag's blocked SIGTERM, so terminate could never end them (it hung)
+            pool = multiprocessing.get_context("fork").Pool(workers)
+            try:
                 clip_events = pool.map(_write_clip, jobs, chunksize=8)
+            finally:
+                pool.close()
+                pool.join()
         else:
             clip_events = [_write_clip(job) for job in jobs]
+        if split == "unlabelled":
+            continue
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
         lines = ["filename\tevent_labels" if split == "train" else "filename\tonset\toffset\tevent_label"]
         for name, events in zip(names, clip_events):
             if split == "train":
@@ -175,11 +193,13 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=60)
     parser.add_argument("--eval", type=int, default=100)
+    parser.add_argument("--unlabelled", type=int, default=0)
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    root = generate(args.out_dir, args.train, args.test, args.eval, args.sample_rate, args.seed, args.workers)
+    root = generate(args.out_dir, args.train, args.test, args.eval, args.sample_rate, args.seed, args.workers,
+                    args.unlabelled)
     print(f"synthetic DCASE2018-layout set in {root}")
 
 

@@ -5,19 +5,21 @@
 config -> features (prepare.py, idempotent) -> stratified weak train/valid split -> model ->
 AdamW + plateau decay -> epochs of BCE on clip probabilities (augmentation switches) -> valid mAP
 each epoch (best.pt, lr decay, early stopping). evaluate.py turns best.pt into events and metrics.
+With train.method=mean_teacher, batches mix in unlabelled clips and a consistency loss with an EMA
+teacher (sed/mean_teacher.py) is added to the BCE of the weak clips.
 """
 from __future__ import annotations
 
 import math
 import time
 
+import numpy as np
 import torch
 
 from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
 from common.config import ConfigError, cli_main, parse_args
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import (
-    ResumableSampler,
     cleanup_distributed,
     device_for,
     main_rank_first,
@@ -29,9 +31,20 @@ from common.params import count_parameters
 from common.preemption import PreemptionFlag, any_rank_requested
 from common.run import is_finished, mark_finished, prepare_run_dir, write_summary
 from common.seeding import seed_everything
-from sed.augment import augment_batch
+from sed.augment import augment_batch, mean_teacher_views
 from sed.config import CLASSES, Config
-from sed.data import ClipSet, band_stats, frames_per_clip, label_matrix, load_features, stratified_split
+from sed.data import (
+    ClipSet,
+    TrainBatches,
+    band_stats,
+    frames_per_clip,
+    is_labelled,
+    label_matrix,
+    load_features,
+    stratified_split,
+    unlabelled_set,
+)
+from sed.mean_teacher import consistency_loss, ema_update, make_teacher, sigmoid_rampup
 from sed.metrics import tagging
 from sed.models import build_model
 from sed.prepare import prepare_data
@@ -54,6 +67,18 @@ def weak_datasets(cfg: Config, train_split):
           f"(stratified, seed {cfg.data.split_seed}); {features.shape[1]} frames x {features.shape[2]} bands")
     return (ClipSet(features[train_idx], targets[train_idx], mean, std),
             ClipSet(features[valid_idx], targets[valid_idx], mean, std), mean, std)
+
+
+def unlabelled_dataset(cfg: Config, splits: dict, band_mean, band_std) -> ClipSet:
+    """Every clip of the unlabelled splits (data.unlabelled_audio), normalised like the weak ones."""
+    unlabelled = [split for name, split in splits.items() if name != "train" and split.strong is None]
+    if not unlabelled:
+        raise ConfigError("train.method=mean_teacher learns from unlabelled clips: set data.unlabelled_audio, "
+                          "e.g. data.unlabelled_audio=[audio/train/unlabel_in_domain]")
+    n_frames = frames_per_clip(cfg.features)
+    features = np.concatenate([load_features(s.h5_path, s.filenames, n_frames)[0] for s in unlabelled])
+    print(f"unlabelled clips: {len(features)} ({', '.join(s.name for s in unlabelled)})")
+    return unlabelled_set(features, len(CLASSES), band_mean, band_std)
 
 
 def weak_label_loss(clip_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -112,19 +137,38 @@ def main(argv=None):
         splits = prepare_data(cfg)
     train_set, valid_set, band_mean, band_std = weak_datasets(cfg, splits["train"])
     per_rank_batch = cfg.train.batch_size // dist_info.world_size
-    sampler = ResumableSampler(len(train_set), shuffle=True, seed=cfg.run.seed, rank=dist_info.rank,
-                               world_size=dist_info.world_size, drop_last=True)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler,
-                                         drop_last=True, generator=torch.Generator())
-    if len(loader) == 0:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(train_set)} "
-                          f"training clips; lower it")
+    mt = cfg.train.mean_teacher
+    use_teacher = cfg.train.method == "mean_teacher"
+    dataset, n_unlabelled, unlabelled_clips = train_set, 0, 0
+    if use_teacher:
+        if cfg.augment.mixup:
+            raise ConfigError("augment.mixup mixes weak labels, which unlabelled clips do not have; "
+                              "set augment.mixup=false with train.method=mean_teacher")
+        unlabelled = unlabelled_dataset(cfg, splits, band_mean, band_std)
+        n_unlabelled, unlabelled_clips = round(per_rank_batch * mt.unlabelled_fraction), len(unlabelled)
+        if not 0 < n_unlabelled < per_rank_batch or unlabelled_clips < dist_info.world_size:
+            raise ConfigError(f"train.mean_teacher.unlabelled_fraction={mt.unlabelled_fraction} of a batch of "
+                              f"{per_rank_batch} per rank leaves {n_unlabelled} unlabelled and "
+                              f"{per_rank_batch - n_unlabelled} weak clips; both need some")
+        dataset = torch.utils.data.ConcatDataset([train_set, unlabelled])
+    batches = TrainBatches(train_set.targets.numpy(), per_rank_batch - n_unlabelled, unlabelled_clips, n_unlabelled,
+                           balanced=cfg.train.sampler == "class_balanced", seed=cfg.run.seed, rank=dist_info.rank,
+                           world_size=dist_info.world_size)
+    # its own generator: the loader draws a base seed at every epoch, which must not use the global RNG
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, generator=torch.Generator())
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} takes {per_rank_batch - n_unlabelled} weak clips "
+                          f"per batch, more than the {len(train_set)} training clips; lower it")
 
     # ---- model, optimizer, plateau schedule
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).to(device)
     n_params = count_parameters(model)
     print(f"model {cfg.model.name} ({cfg.model.pooling} pooling): {n_params:,} parameters")
     train_model = torch.nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
+    teacher = make_teacher(model) if use_teacher else None
+    # the model that valid mAP (best.pt, lr decay, early stopping) and evaluate.py judge
+    judged = teacher if use_teacher and mt.evaluate == "teacher" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.train.plateau_factor,
                                                            patience=cfg.train.plateau_patience)
@@ -132,7 +176,8 @@ def main(argv=None):
     scaler = grad_scaler(device, dtype)
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)
     tb = TensorBoard(run_dir, enabled=dist_info.is_main)
-    monitor = TrainMonitor(device, ("loss",), checkpointer, run_dir if dist_info.is_main else None,
+    loss_names = ("loss", "supervised_loss", "consistency_loss") if use_teacher else ("loss",)
+    monitor = TrainMonitor(device, loss_names, checkpointer, run_dir if dist_info.is_main else None,
                            fp16_scaler=scaler.is_enabled())
 
     # ---- resume
@@ -145,6 +190,11 @@ def main(argv=None):
         best, best_epoch, history = counters["best"], counters["best_epoch"], counters["history"]
         train_seconds, clips_seen = counters["train_seconds"], counters["clips_seen"]
         monitor.load_state_dict(counters["monitor"])  # this epoch's running train loss
+        if teacher is not None:
+            if counters.get("teacher") is None:
+                raise ConfigError("the checkpoint has no teacher (a supervised run); a mean-teacher run starts "
+                                  "fresh or resumes a mean-teacher checkpoint")
+            teacher.load_state_dict(counters["teacher"])
 
     def save(is_best=False):
         monitor.sync()  # never checkpoint diverged weights
@@ -152,19 +202,36 @@ def main(argv=None):
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
             bad_epochs=bad_epochs, best=best, best_epoch=best_epoch, history=history,
             train_seconds=train_seconds, clips_seen=clips_seen, monitor=monitor.state_dict(), band_mean=band_mean,
-            band_std=band_std, model_name=cfg.model.name), step, is_best)
+            band_std=band_std, model_name=cfg.model.name,
+            teacher=teacher.state_dict() if teacher is not None else None), step, is_best)
 
     # ---- the loop
     while epoch < cfg.train.epochs and bad_epochs < cfg.train.early_stop_patience:
-        sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
+        batches.set_epoch(epoch, start_step=step_in_epoch, global_step=step)
         train_model.train()
+        if teacher is not None:
+            teacher.train()  # dropout and batch statistics: the teacher's own noise, as in the paper
         epoch_start = time.time()
         for mels, targets in loader:
-            mels, targets = augment_batch(mels, targets, cfg.augment)
-            with autocast(device, dtype):
-                _, clip_probs = train_model(mels.to(device))
-            # BCE on the clip probabilities: the only supervision is the weak (clip) label.
-            loss = weak_label_loss(clip_probs, targets.to(device))
+            losses = {}
+            if teacher is None:
+                mels, targets = augment_batch(mels, targets, cfg.augment)
+                with autocast(device, dtype):
+                    _, clip_probs = train_model(mels.to(device))
+                # BCE on the clip probabilities: the only supervision is the weak (clip) label.
+                loss = weak_label_loss(clip_probs, targets.to(device))
+            else:
+                student_mels, teacher_mels = mean_teacher_views(mels, cfg.augment, mt.noise_std)
+                with autocast(device, dtype):
+                    frame_probs, clip_probs = train_model(student_mels.to(device))
+                    with torch.no_grad():
+                        teacher_frames, teacher_clips = teacher(teacher_mels.to(device))
+                # BCE on the weak labels of the labelled clips only; consistency with the teacher on all clips.
+                labelled, targets = is_labelled(targets).to(device), targets.to(device)
+                losses["supervised_loss"] = weak_label_loss(clip_probs[labelled], targets[labelled])
+                losses["consistency_loss"] = consistency_loss(frame_probs, clip_probs, teacher_frames, teacher_clips)
+                weight = mt.consistency_weight * sigmoid_rampup(step, mt.rampup_epochs * steps_per_epoch)
+                loss = losses["supervised_loss"] + weight * losses["consistency_loss"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.train.grad_clip > 0:
@@ -174,10 +241,12 @@ def main(argv=None):
             scaler.update()
             step += 1
             step_in_epoch += 1
+            if teacher is not None:
+                ema_update(teacher, model, mt.ema_decay, step)
             clips_seen += len(mels) * dist_info.world_size
-            monitor.add(step, loss=loss)
+            monitor.add(step, loss=loss, **losses)
             if step % cfg.train.log_every_steps == 0:
-                tb.log(step, {"loss/train": monitor.interval_means(step)["loss"],
+                tb.log(step, {**{f"{name}/train": value for name, value in monitor.interval_means(step).items()},
                               "lr": optimizer.param_groups[0]["lr"]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
                 train_seconds += time.time() - epoch_start
@@ -187,14 +256,14 @@ def main(argv=None):
                 train_seconds += time.time() - epoch_start
                 preemption.exit(save())
         train_seconds += time.time() - epoch_start
-        train_loss = monitor.epoch_means(step)["loss"]  # stops here on divergence, before validating NaN weights
-        metrics = validate(model, valid_set, device, dtype, cfg.postprocess.tag_threshold)
+        train_losses = monitor.epoch_means(step)  # stops here on divergence, before validating NaN weights
+        metrics = validate(judged, valid_set, device, dtype, cfg.postprocess.tag_threshold)
         monitor.check_finite(step, "validation loss", metrics["valid_loss"])
         scheduler.step(metrics["valid_mAP"])
         is_best = selection_key(metrics) > best
         best, best_epoch = (selection_key(metrics), epoch) if is_best else (best, best_epoch)
         bad_epochs = 0 if is_best else bad_epochs + 1
-        metrics = {"train_loss": train_loss, **metrics,
+        metrics = {**{f"train_{name}": value for name, value in train_losses.items()}, **metrics,
                    "lr": optimizer.param_groups[0]["lr"]}
         history.append({"epoch": epoch, **metrics})
         tb.log(step, {f"epoch/{k}": v for k, v in metrics.items()})
@@ -209,7 +278,7 @@ def main(argv=None):
     if dist_info.is_main:
         clips_per_s = clips_seen / max(train_seconds, 1e-9)
         write_summary(run_dir, model=f"{cfg.model.name}-{cfg.model.pooling}", metrics={"valid_mAP": best[0]},
-                      params=n_params, best_epoch=best_epoch, epochs_trained=epoch,
+                      params=n_params, method=cfg.train.method, best_epoch=best_epoch, epochs_trained=epoch,
                       train_seconds=round(train_seconds, 2), train_clips_per_s=round(clips_per_s, 1),
                       device=str(device))
         mark_finished(run_dir)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sed.models.cdur import CDur
-from sed.models.crnn import CRNN
+from sed.models.crnn import CRNN, GatedConvBlock
 
 
 def build_model(model_cfg, n_mels: int, n_classes: int):
@@ -14,5 +14,8 @@ def build_model(model_cfg, n_mels: int, n_classes: int):
         raise ConfigError("model.conv_channels, model.freq_pool and model.time_pool need the same length "
                           "(one entry per conv block)")
     if model_cfg.name == "cdur":
+        if model_cfg.context_gating:
+            from common.config import ConfigError
+            raise ConfigError("model.context_gating gates the CRNN's conv blocks; use it with model.name=crnn")
         return CDur(n_mels, n_classes, **kwargs)
-    return CRNN(n_mels, n_classes, **kwargs)
+    return CRNN(n_mels, n_classes, **kwargs, **({"block": GatedConvBlock} if model_cfg.context_gating else {}))

@@ -23,6 +23,22 @@ class ConvBlock(nn.Module):
         return self.dropout(self.pool(F.relu(self.norm(self.conv(x)))))
 
 
+class GatedConvBlock(nn.Module):
+    """Context gating (gated linear units, as in the DCASE2018 Task 4 winner's CRNN): 3x3 conv -> batch
+    norm for the features and for their gates, features * sigmoid(gates) instead of ReLU -> max-pool ->
+    dropout. The gates learn which time-frequency regions to pass (e.g. the event, not the background)."""
+
+    def __init__(self, in_ch: int, out_ch: int, time_pool: int, freq_pool: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, 2 * out_ch, 3, padding=1, bias=False)  # features and gates
+        self.norm = nn.BatchNorm2d(2 * out_ch)
+        self.pool = nn.MaxPool2d((time_pool, freq_pool), ceil_mode=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.pool(F.glu(self.norm(self.conv(x)), dim=1)))
+
+
 class CRNN(nn.Module):
     """log-mels (batch, time, n_mels) -> frame_probs (batch, time, classes), clip_probs (batch, classes).
 

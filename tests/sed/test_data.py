@@ -286,7 +286,8 @@ def test_course_layout_is_read_without_overrides(tiny_root, tmp_path, capsys):
 @pytest.mark.parametrize("class_lines, message", [
     ([f"{i}\t{c}" for i, c in enumerate(CLASSES[:-1])], "missing: Vacuum_cleaner"),
     ([f"{c} {i}" for i, c in enumerate(CLASSES)] + ["10 Guitar"], "not ours: Guitar"),
-    ([f"{i}\t{c}" for i, c in enumerate(CLASSES)] + ["Guitar"], "class_label_indices.txt:11: expected '<index> <class name>'"),
+    ([f"{i}\t{c}" for i, c in enumerate(CLASSES)] + ["Guitar"],
+     "class_label_indices.txt:11: expected '<index> <class name>'"),
 ])
 def test_course_class_list_must_name_the_ten_classes(tiny_root, tmp_path, class_lines, message):
     root = course_copy(tiny_root, tmp_path, class_lines)

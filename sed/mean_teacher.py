@@ -1,0 +1,46 @@
+"""Mean teacher (Tarvainen & Valpola, 2017) for clips without labels: the teacher is an exponential
+moving average (EMA) of the student's weights, and a consistency loss pulls the student's outputs
+towards the teacher's on every clip, labelled or not. Its weight ramps up, so that the consistency
+with a still random teacher does not drown the supervised loss early on."""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def make_teacher(student: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the student that is never trained by the optimizer, only by ema_update."""
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float, step: int) -> None:
+    """teacher = a * teacher + (1 - a) * student for every parameter, with a = min(decay, 1 - 1 / (step + 1)):
+    at the first steps the teacher follows the student closely (a plain average of the weights so far)
+    rather than its own random start. Buffers (batch-norm statistics) stay the teacher's own, kept by its
+    forward passes in train mode, as in the authors' code. `step`: optimizer steps done, from 1."""
+    a = min(decay, 1.0 - 1.0 / (step + 1))
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(a).add_(s.detach(), alpha=1.0 - a)
+
+
+def sigmoid_rampup(step: int, rampup_steps: float) -> float:
+    """exp(-5 (1 - t)^2) for t = step / rampup_steps in [0, 1], then 1 (Laine & Aila 2017, used by the
+    mean-teacher paper): near 0.007 at the start, 1 at the end of the ramp."""
+    if rampup_steps <= 0:
+        return 1.0
+    t = min(step / rampup_steps, 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def consistency_loss(student_frames, student_clips, teacher_frames, teacher_clips) -> torch.Tensor:
+    """MSE between the student's and the teacher's probabilities, frame (batch, time, classes) plus clip
+    (batch, classes), in fp32. The teacher's side is a target: no gradient flows into it."""
+    return (F.mse_loss(student_frames.float(), teacher_frames.detach().float())
+            + F.mse_loss(student_clips.float(), teacher_clips.detach().float()))
