@@ -84,7 +84,8 @@ def median_windows_from_durations(reference: dict, fraction: float, default_s: f
 def sweep(preds: SplitPredictions, pp, hop_s: float, class_median_s=None):
     """Event F1 per class on each (threshold, median_s) grid point; returns rows for sweep.csv and the
     per-class choice (thresholds (classes,), median_s (classes,)). With class_median_s (classes,)
-    given, the median windows are fixed to it and only the thresholds are swept."""
+    given, the median windows are fixed to it and only the thresholds are swept. A class absent from
+    the split keeps pp.threshold and pp.median_s."""
     medians = ([np.full(len(CLASSES), m) for m in pp.sweep_median_s] if class_median_s is None
                else [np.asarray(class_median_s)])
     rows, grid = [], []
@@ -99,7 +100,14 @@ def sweep(preds: SplitPredictions, pp, hop_s: float, class_median_s=None):
                          **{c: float(v) for c, v in zip(CLASSES, f1)}})
     scores = np.stack([f1 for *_, f1 in grid])           # (grid points, classes)
     best = scores.argmax(0)                              # first best point per class
-    return rows, np.array([grid[b][0] for b in best]), np.array([grid[b][1][c] for c, b in enumerate(best)])
+    thresholds = np.array([grid[b][0] for b in best])
+    median_s = np.array([grid[b][1][c] for c, b in enumerate(best)])
+    # A class without events in the split has no F1 anywhere (nan): it keeps the configured settings,
+    # not the grid's first (most permissive) point.
+    absent = (scores < 0).all(0)
+    thresholds[absent] = pp.threshold
+    median_s[absent] = pp.median_s if class_median_s is None else np.asarray(class_median_s)[absent]
+    return rows, thresholds, median_s
 
 
 def write_predictions(path: Path, detected: dict) -> None:

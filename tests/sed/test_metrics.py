@@ -81,3 +81,23 @@ def test_macro_error_rate_averages_the_classes_present_in_the_reference():
     metric = metrics.event_based(reference, estimated)
     assert metric.results_class_wise_average_metrics()["error_rate"]["error_rate"] > 1e6  # sed_eval's own
     assert metrics.headline(metric, "eval")["eval_er_macro"] == pytest.approx((0.0 + 1.0) / 2)  # Dog 0, Cat 1
+
+
+def test_sweep_keeps_the_configured_settings_for_a_class_absent_from_the_split():
+    """Only Dog has events in the split: it gets its best grid point; the other classes have no F1 at any
+    point (nan) and keep postprocess.threshold / median_s instead of the grid's first, most permissive point."""
+    from sed.config import PostprocessConfig
+    from sed.evaluate import sweep
+
+    class DogOnly:
+        reference = {"a.wav": [(1.0, 3.0, "Dog")]}
+
+        def events(self, pp, threshold, median_frames):
+            return {"a.wav": [(1.0, 3.0, "Dog") if threshold == 0.4 else (5.0, 6.0, "Dog")]}
+
+    pp = PostprocessConfig(threshold=0.6, median_s=0.3, sweep_thresholds=[0.2, 0.4], sweep_median_s=[0.0, 1.0])
+    _, thresholds, median_s = sweep(DogOnly(), pp, hop_s=0.02)
+    dog = CLASSES.index("Dog")
+    assert thresholds[dog] == 0.4 and median_s[dog] == 0.0
+    others = [i for i in range(len(CLASSES)) if i != dog]
+    assert (thresholds[others] == 0.6).all() and (median_s[others] == 0.3).all()
