@@ -247,7 +247,11 @@ def main(argv=None):
         log["train_seconds"] = train_seconds
         log["train_frames_per_s"] = round(frames_this_launch / max(launch_seconds, 1e-9), 1)
         (run_dir / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
-        mark_finished(run_dir)
+        if epoch < cfg.train.epochs:  # train.max_steps came first: a budget, so the run can go on
+            print(f"stopped at train.max_steps={cfg.train.max_steps} (epoch {epoch}, step {step}): not marked "
+                  f"FINISHED; --resume train.max_steps=<more, or 0> continues it", flush=True)
+        else:
+            mark_finished(run_dir)
     tb.close()
     preemption.finish()  # exit 0 even if a signal arrived after the last step
     del train_model  # before the process group: see common.distributed.cleanup_distributed

@@ -235,3 +235,19 @@ def test_kill_9_at_a_random_step_then_resume_is_exact(prepared, tmp_path, kill_9
     kill_9_and_resume(lambda name, *extra: [sys.executable, "-m", "valle_tts.train", "--config", config,
                                             f"run.root={tmp_path}", f"run.name={name}", *extra],
                       tmp_path / "valle_tts", seed=6, summary="train_log.json")
+
+
+def test_max_steps_stop_mid_epoch_is_not_finished_and_more_steps_continue_exactly(prepared, capsys):
+    """train.max_steps is a budget: a stop before train.epochs leaves the run unFINISHED, and
+    `--resume train.max_steps=<more>` continues it to the result of one uninterrupted run."""
+    from common.run import is_finished
+    from valle_tts import train
+    root, config = prepared
+    straight = _final_weights(train.main(["--config", config, "run.name=steps_straight"]))
+    budget = train.main(["--config", config, "run.name=steps_budget", "train.max_steps=2"])
+    assert not is_finished(budget) and "not marked FINISHED" in capsys.readouterr().out
+    resumed = _final_weights(train.main(["--config", config, "run.name=steps_budget", "train.max_steps=0", "--resume"]))
+    assert is_finished(root / "runs" / "valle_tts" / "steps_budget")
+    assert resumed["step"] == straight["step"]
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
