@@ -187,19 +187,26 @@ class VocosCodec(Codec):
             state = torch.load(files["pytorch_model.bin"], map_location="cpu", weights_only=True)
             for prefix, module in (("backbone.", backbone), ("head.", head)):
                 module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            # the codebook vectors Vocos was trained with (EnCodec's, stacked; kept in case they were tuned)
+            trained_books = state.get("feature_extractor.codebook_weights")
         else:  # the published architecture, randomly initialised with a fixed seed (demo and tests only)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_CODEC_SEED)
                 backbone = VocosBackbone(input_channels=128, dim=384, intermediate_dim=1152, num_layers=8,
                                          adanorm_num_embeddings=len(VOCOS_BANDWIDTHS))
                 head = ISTFTHead(dim=384, n_fft=1280, hop_length=320, padding="same")
+            trained_books = None
         self.encodec = EncodecCodec(pretrained, bandwidth_kbps, device)
         self.device = self.encodec.device
         self.backbone, self.head = backbone.to(self.device).eval(), head.to(self.device).eval()
         self.sample_rate, self.frame_rate_hz = self.encodec.sample_rate, self.encodec.frame_rate_hz
         self.num_codebooks, self.codebook_size = self.encodec.num_codebooks, self.encodec.codebook_size
-        layers = self.encodec.model.quantizer.vq.layers[:self.num_codebooks]
-        self.codebooks = torch.stack([layer.codebook for layer in layers])  # (Q, K, 128)
+        if trained_books is None:
+            layers = self.encodec.model.quantizer.vq.layers[:self.num_codebooks]
+            self.codebooks = torch.stack([layer.codebook for layer in layers])  # (Q, K, 128)
+        else:
+            books = trained_books.view(-1, self.codebook_size, trained_books.shape[-1])[:self.num_codebooks]
+            self.codebooks = books.to(self.device)
         self.bandwidth_id = torch.tensor([VOCOS_BANDWIDTHS.index(bandwidth_kbps)], device=self.device)
 
     def encode(self, waves: torch.Tensor, num_samples: torch.Tensor) -> list[torch.Tensor]:

@@ -15,7 +15,10 @@ Rows per utterance:
 - valle/cross: prompt = the whole prompt utterance, text = its transcript + the target's; whisper hears
   the generated audio only, scored against the target's transcript.
 Similarity: ECAPA cosine between the row's audio (generated part only) and its prompt audio; the
-reference rows are compared with the cross prompt utterance, never with themselves.
+reference rows are compared with the cross prompt utterance, never with themselves. A Mandarin run
+(pinyin tokens) is scored with CER (whisper language=zh) instead of WER. Stability per row
+(stability.py): cut at the length cap or not, a loop in the codebook-1 codes or not, and length /
+expected length (reference rows: their stored codes against their transcript's expected length).
 
 Scaling: eval.batch_size utterances at a time are synthesised, scored and appended to
 eval/per_utterance.csv (whole lines, flushed and fsynced). A rerun with the same settings

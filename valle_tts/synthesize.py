@@ -196,7 +196,8 @@ def main(argv=None):
         for (utt_id, _, _), prompt, result in zip(batch, prompts, results):
             out = out_dir / f"{utt_id}.wav" if args.list else Path(args.out)
             sf.write(out, result.wave, codec.sample_rate)
-            print(f"{out}: {len(result.wave) / codec.sample_rate:.2f} s after a "
+            print(f"{out}: {len(result.wave) / codec.sample_rate:.2f} s "
+                  f"({len(result.codes) / result.expected_frames:.2f} x the expected length) after a "
                   f"{len(prompt) / codec.frame_rate_hz:.2f} s prompt, "
                   f"{'stopped on the end token' if result.stopped else 'cut at the length limit'}, "
                   f"{result.seconds:.1f} s")

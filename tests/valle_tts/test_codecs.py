@@ -72,3 +72,32 @@ def test_evaluation_with_the_vocos_decoder(trained_run, tmp_path):
     assert summary["codec"] == "vocos" and summary["language"] == "en"
     assert isinstance(summary["metrics"]["wer_codec_resynthesis"], float)
     assert json.loads((run / "eval" / "settings.json").read_text())["codec.name"] == "vocos"
+
+
+def test_pretrained_vocos_loads_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """The loading path, with a checkpoint written in the cache's layout from the random Vocos (the
+    real one cannot be fetched here) and the random EnCodec standing in for the pretrained one."""
+    import yaml
+
+    from valle_tts import codec as codec_module
+    random_vocos = build_codec(CodecConfig(name="vocos", pretrained=False))
+    snapshot = tmp_path / "hub" / "models--charactr--vocos-encodec-24khz" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")
+    layers = random_vocos.encodec.model.quantizer.vq.layers[:16]  # as Vocos stores them: 16 books (12 kbps)
+    state = {"feature_extractor.codebook_weights": torch.cat([layer.codebook for layer in layers])}
+    state |= {f"backbone.{k}": v for k, v in random_vocos.backbone.state_dict().items()}
+    state |= {f"head.{k}": v for k, v in random_vocos.head.state_dict().items()}
+    torch.save(state, snapshot / "pytorch_model.bin")
+    (snapshot / "config.yaml").write_text(yaml.safe_dump({
+        "backbone": {"class_path": "vocos.models.VocosBackbone", "init_args": {
+            "input_channels": 128, "dim": 384, "intermediate_dim": 1152, "num_layers": 8, "adanorm_num_embeddings": 4}},
+        "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {
+            "dim": 384, "n_fft": 1280, "hop_length": 320, "padding": "same"}}}))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(codec_module, "EncodecCodec", lambda pretrained, *args: random_vocos.encodec)
+    loaded = codec_module.VocosCodec(pretrained=True, bandwidth_kbps=6.0)
+    codes = torch.randint(0, 1024, (1, 8, 20))
+    assert torch.allclose(loaded.decode(codes), random_vocos.decode(codes), atol=1e-5)
