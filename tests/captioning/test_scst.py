@@ -14,6 +14,7 @@ from captioning.models.attention_lstm import AttentionLSTMDecoder
 from captioning.models.transformer import TransformerDecoder
 from captioning.scst import CiderD, baselines, policy_gradient_loss, self_critical_loss
 from common.checkpoint import load_checkpoint
+from tests.captioning.test_captioning_amp import VOCAB, tiny_captioner
 from tests.captioning.test_metrics import FakeSpice
 from tests.captioning.test_train import TINY, train
 
@@ -100,6 +101,21 @@ def test_one_step_makes_the_better_caption_more_likely(baseline):
     after = caption_log_prob(["red"]), caption_log_prob(["blue"])
     assert after[0] > before[0] and after[1] < before[1], (before, after)
     assert 0.0 < reward.item() < 1.0 and 0.0 <= mean_baseline.item() <= 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["attention_lstm", "transformer"])
+def test_scst_loss_under_autocast(kind, dtype, check_fp32_finite_gradients):
+    """The code path of a GPU run (bf16 on Ampere+, fp16 on V100), on CPU autocast: the sampling
+    and teacher-forced passes run in half precision, the loss and every gradient are fp32 and finite."""
+    model = tiny_captioner(kind)
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "red", "blue"] + [f"w{i}" for i in range(VOCAB - 6)])
+    cfg = TrainConfig(method="scst", scst_samples=3, scst_max_len=6)
+    loss, reward, baseline = self_critical_loss(model, model, torch.randn(2, 3, 32, 32), torch.arange(2),
+                                                RewardFirstWord(), vocab, cfg, False, torch.device("cpu"), dtype)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and 0 <= reward.item() <= 1
+    loss.backward()
+    check_fp32_finite_gradients([(name, p) for name, p in model.named_parameters() if p.requires_grad])
 
 
 @pytest.mark.parametrize("decoder", [
