@@ -112,6 +112,9 @@ def main(argv=None):
                                                  cfg.train.scst_max_len if scst else 0) > cfg.decoder.max_len:
         raise ConfigError(f"decoder.max_len={cfg.decoder.max_len} is shorter than data.max_caption_tokens + 2 "
                           f"(or train.scst_max_len); raise decoder.max_len or lower the others")
+    if cfg.train.init_from and not scst:
+        raise ConfigError("train.init_from is SCST's starting point: it needs train.method=scst (to continue a "
+                          "cross-entropy run, use --resume)")
     if scst and cfg.train.scst_baseline == "mean" and cfg.train.scst_samples < 2:
         raise ConfigError("train.scst_baseline=mean needs train.scst_samples >= 2 (the mean of the other samples)")
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)

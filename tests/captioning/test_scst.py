@@ -173,6 +173,7 @@ def test_scst_resume_mid_epoch_is_bit_exact_then_evaluated_and_user_mistakes(tmp
 
     capsys.readouterr()
     for mistake, message in [(["train.method=scst"], "set train.init_from="),
+                             ([f"train.init_from={cross_entropy}"], "it needs train.method=scst"),
                              (["train.method=scst", f"train.init_from={cross_entropy}", "decoder.hidden_dim=32"],
                               "holds another architecture"),
                              (["train.method=scst", f"train.init_from={cross_entropy}", "train.scst_samples=1",
