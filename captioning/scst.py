@@ -21,10 +21,30 @@ import math
 from collections import Counter
 
 import torch
-from pycocoevalcap.cider.cider_scorer import precook
 
 from captioning.decoding import greedy_decode
+from common.checkpoint import find_checkpoint, load_checkpoint
+from common.config import ConfigError, resolve_path
 from common.device import autocast
+
+
+def load_cross_entropy_model(init_from: str, model, vocab) -> None:
+    """SCST's starting point: the weights of train.init_from (a run folder: its best.pt; or a checkpoint)."""
+    if not init_from:
+        raise ConfigError("train.method=scst starts from a cross-entropy model: set train.init_from="
+                          "runs/captioning/<run> (its best.pt is used) or a checkpoint file")
+    _, path = find_checkpoint(resolve_path(init_from), "captioning")
+    state = load_checkpoint(path)
+    if state["vocab"] != vocab.to_json():
+        raise ConfigError(f"train.init_from: {path} has another vocabulary ({len(state['vocab'])} words, this run "
+                          f"{len(vocab)}); use the data.* settings of the run it comes from")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise ConfigError(f"train.init_from: {path} holds another architecture ({detail}); use the encoder.* "
+                          f"and decoder.* settings of the run it comes from") from None
+    print(f"scst: starting from {path} (epoch {state['epoch']}, step {state['step']})")
 
 
 class CiderD:
@@ -37,6 +57,10 @@ class CiderD:
     corpus_references[i]: the tokenised references (space-joined words) of image i."""
 
     def __init__(self, corpus_references: list[list[str]], n: int = 4, sigma: float = 6.0):
+        # pycocoevalcap's own n-gram counting; imported here, not at training start-up (it is only
+        # needed by SCST)
+        from pycocoevalcap.cider.cider_scorer import precook
+        self.precook = precook
         self.n, self.sigma = n, sigma
         cooked = [[precook(ref, n) for ref in refs] for refs in corpus_references]
         document_frequency = Counter(ngram for refs in cooked for ngram in {g for ref in refs for g in ref})
@@ -60,7 +84,7 @@ class CiderD:
 
     def score(self, image: int, caption: str) -> float:
         """CIDEr-D of one caption (space-joined words) against the references of corpus image `image`."""
-        vector, norms, length = self._vector(precook(caption, self.n))
+        vector, norms, length = self._vector(self.precook(caption, self.n))
         total = 0.0
         for ref_vector, ref_norms, ref_length in self.references[image]:
             penalty = math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))

@@ -35,16 +35,9 @@ from captioning.features import image_sources
 from captioning.metrics import quick_scores
 from captioning.models.captioner import build_model
 from captioning.scheduled_sampling import plot_schedule, teacher_forcing_prob
-from captioning.scst import CiderD, self_critical_loss
-from common.checkpoint import (
-    Checkpointer,
-    find_checkpoint,
-    load_checkpoint,
-    load_for_resume,
-    restore_training_state,
-    training_state,
-)
-from common.config import ConfigError, cli_main, parse_args, resolve_path, to_dict
+from captioning.scst import CiderD, load_cross_entropy_model, self_critical_loss
+from common.checkpoint import Checkpointer, load_for_resume, restore_training_state, training_state
+from common.config import ConfigError, cli_main, parse_args, to_dict
 from common.device import amp_dtype, autocast, grad_scaler, pick_device, set_cpu_threads
 from common.distributed import (
     ResumableSampler,
@@ -84,25 +77,6 @@ def make_loader(dataset, sampler, batch_size, num_workers, collate_fn=collate_ca
                                        generator=torch.Generator(), persistent_workers=False)
 
 
-def load_cross_entropy_model(init_from: str, model, vocab) -> None:
-    """SCST's starting point: the weights of train.init_from (a run folder: its best.pt; or a checkpoint)."""
-    if not init_from:
-        raise ConfigError("train.method=scst starts from a cross-entropy model: set train.init_from="
-                          "runs/captioning/<run> (its best.pt is used) or a checkpoint file")
-    _, path = find_checkpoint(resolve_path(init_from), "captioning")
-    state = load_checkpoint(path)
-    if state["vocab"] != vocab.to_json():
-        raise ConfigError(f"train.init_from: {path} has another vocabulary ({len(state['vocab'])} words, this run "
-                          f"{len(vocab)}); use the data.* settings of the run it comes from")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
-        raise ConfigError(f"train.init_from: {path} holds another architecture ({detail}); use the encoder.* "
-                          f"and decoder.* settings of the run it comes from") from None
-    print(f"scst: starting from {path} (epoch {state['epoch']}, step {state['step']})")
-
-
 @torch.no_grad()
 def validate(model, loader, features_given, device, dtype, pad_id) -> float:
     """Teacher-forced cross-entropy per word on the dev captions."""
@@ -138,6 +112,9 @@ def main(argv=None):
                                                  cfg.train.scst_max_len if scst else 0) > cfg.decoder.max_len:
         raise ConfigError(f"decoder.max_len={cfg.decoder.max_len} is shorter than data.max_caption_tokens + 2 "
                           f"(or train.scst_max_len); raise decoder.max_len or lower the others")
+    if cfg.train.init_from and not scst:
+        raise ConfigError("train.init_from is SCST's starting point: it needs train.method=scst (to continue a "
+                          "cross-entropy run, use --resume)")
     if scst and cfg.train.scst_baseline == "mean" and cfg.train.scst_samples < 2:
         raise ConfigError("train.scst_baseline=mean needs train.scst_samples >= 2 (the mean of the other samples)")
     checkpointer = Checkpointer(run_dir, cfg.run.keep_last, dist_info.is_main)

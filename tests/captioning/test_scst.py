@@ -14,6 +14,7 @@ from captioning.models.attention_lstm import AttentionLSTMDecoder
 from captioning.models.transformer import TransformerDecoder
 from captioning.scst import CiderD, baselines, policy_gradient_loss, self_critical_loss
 from common.checkpoint import load_checkpoint
+from tests.captioning.test_captioning_amp import VOCAB, tiny_captioner
 from tests.captioning.test_metrics import FakeSpice
 from tests.captioning.test_train import TINY, train
 
@@ -102,6 +103,21 @@ def test_one_step_makes_the_better_caption_more_likely(baseline):
     assert 0.0 < reward.item() < 1.0 and 0.0 <= mean_baseline.item() <= 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["attention_lstm", "transformer"])
+def test_scst_loss_under_autocast(kind, dtype, check_fp32_finite_gradients):
+    """The code path of a GPU run (bf16 on Ampere+, fp16 on V100), on CPU autocast: the sampling
+    and teacher-forced passes run in half precision, the loss and every gradient are fp32 and finite."""
+    model = tiny_captioner(kind)
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "red", "blue"] + [f"w{i}" for i in range(VOCAB - 6)])
+    cfg = TrainConfig(method="scst", scst_samples=3, scst_max_len=6)
+    loss, reward, baseline = self_critical_loss(model, model, torch.randn(2, 3, 32, 32), torch.arange(2),
+                                                RewardFirstWord(), vocab, cfg, False, torch.device("cpu"), dtype)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and 0 <= reward.item() <= 1
+    loss.backward()
+    check_fp32_finite_gradients([(name, p) for name, p in model.named_parameters() if p.requires_grad])
+
+
 @pytest.mark.parametrize("decoder", [
     AttentionLSTMDecoder(9, encoder_dim=8, embed_dim=8, hidden_dim=16, attention_dim=8, dropout=0.0),
     TransformerDecoder(9, encoder_dim=8, num_positions=3, d_model=8, heads=2, layers=1, ff_dim=16, dropout=0.0)])
@@ -157,6 +173,7 @@ def test_scst_resume_mid_epoch_is_bit_exact_then_evaluated_and_user_mistakes(tmp
 
     capsys.readouterr()
     for mistake, message in [(["train.method=scst"], "set train.init_from="),
+                             ([f"train.init_from={cross_entropy}"], "it needs train.method=scst"),
                              (["train.method=scst", f"train.init_from={cross_entropy}", "decoder.hidden_dim=32"],
                               "holds another architecture"),
                              (["train.method=scst", f"train.init_from={cross_entropy}", "train.scst_samples=1",
