@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--name", default="bench_mt", help="runs go to runs/sed/<name>/<method>-seed<k>")
     parser.add_argument("overrides", nargs="*", help="key.sub=value changes for both methods")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     cfg = load_config(Config, args.config, args.overrides)
     weak_per_batch = cfg.train.batch_size - round(cfg.train.batch_size * cfg.train.mean_teacher.unlabelled_fraction)
     methods = {"supervised": ["train.method=supervised", f"train.batch_size={weak_per_batch}"],

@@ -81,6 +81,22 @@ def test_batches_mix_weak_and_unlabelled_clips_at_the_ratio_and_resume_exactly()
     assert list(batches) == epochs[1][2:]
 
 
+def test_supervised_batches_are_the_ones_the_plain_shuffled_loader_made():
+    """Without unlabelled clips the batches are those of common's ResumableSampler in a DataLoader (the
+    order before this class existed), for every rank and a mid-epoch start: supervised runs are unchanged."""
+    from common.distributed import ResumableSampler
+    for world_size in (1, 2):
+        for rank in range(world_size):
+            sampler = ResumableSampler(43, shuffle=True, seed=5, rank=rank, world_size=world_size, drop_last=True)
+            sampler.set_epoch(2, start=2 * 4)
+            before = [b.tolist() for b in torch.utils.data.DataLoader(range(43), batch_size=4, sampler=sampler,
+                                                                       drop_last=True)]
+            batches = TrainBatches(np.zeros((43, len(CLASSES)), dtype=np.float32), 4, seed=5, rank=rank,
+                                   world_size=world_size)
+            batches.set_epoch(2, start_step=2)
+            assert list(batches) == before
+
+
 def test_class_balanced_batches_draw_a_rare_class_as_often_as_a_common_one():
     targets = np.zeros((40, len(CLASSES)), dtype=np.float32)
     targets[0, 0] = 1          # one clip of class 0
