@@ -109,7 +109,11 @@ train_with_restarts() {
     case $rc in
         0) if [[ ${EVALUATE:-1} == 1 ]]; then
                echo "[$(date +%T)] training finished; evaluating"
+               # The time-limit warning may come now: without a trap it would kill this script
+               # mid-evaluation (the job then FAILED); with one, bash waits for the evaluation.
+               trap 'echo "[$(date +%T)] time limit near during the evaluation: it goes on until the limit"' USR1
                python -m "$project.evaluate" "$run_dir"
+               trap - USR1
            else
                echo "[$(date +%T)] training finished"
            fi ;;
