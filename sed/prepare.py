@@ -169,7 +169,9 @@ def extract_split(name: str, audio_dir: Path, filenames: list[str], out_dir: Pat
         extracted = _store(pool.map(jobs) if jobs else [], out_dir, name, settings, skipped, len(jobs))
         seconds = time.time() - start
         parts = _parts(out_dir, name)
-        if parts:
+        if len(parts) == 1 and not h5_path.exists():
+            os.replace(parts[0], h5_path)  # a complete feature file already: no copy
+        elif parts:
             _write_features(h5_path, settings, sources=[p for p in [h5_path, *parts] if p.is_file()])
             for part in parts:
                 part.unlink()
