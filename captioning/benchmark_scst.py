@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 
 from common.config import REPO_ROOT, resolve_path
+from common.log import mean_std
 
 CONFIG = "captioning/configs/demo.yaml"
 EVALUATE = ["evaluate.splits=[test]", "evaluate.human_ceiling=false", "evaluate.spice=false",
@@ -107,10 +107,7 @@ def main(argv=None):
     for label, rows in results.items():
         cells = []
         for metric in metrics:
-            values = [row[metric] for row in rows]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}" if metric == "distinct captions"
-                         else f"{statistics.mean(values):.4f} ± {spread:.4f}")
+            cells.append(mean_std([row[metric] for row in rows], 1 if metric == "distinct captions" else 4))
         epochs = f"{args.xe_epochs} + {args.scst_epochs}" if "SCST" in label else args.xe_epochs + args.scst_epochs
         print(f"| {label} ({epochs} epochs) | " + " | ".join(cells) + " |")
 

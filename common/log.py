@@ -47,3 +47,10 @@ def epoch_line(epoch: int, metrics: dict, seconds: float | None = None) -> str:
     if seconds is not None:
         parts.append(f"{seconds:.1f}s")
     return " | ".join(parts)
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    """`0.561 ± 0.025`: mean and sample standard deviation (0 for one value) of repeated runs (seeds)."""
+    import statistics
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"

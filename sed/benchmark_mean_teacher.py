@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 from common.config import REPO_ROOT, cli_main, load_config
+from common.log import mean_std
 from common.run import is_finished
 from sed import evaluate, train
 from sed.config import Config
@@ -50,9 +50,7 @@ def main(argv=None):
     for method, runs in scores.items():
         cells = []
         for key in METRICS:
-            values = [run[key] for run in runs]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} ± {std:.3f}")
+            cells.append(mean_std([run[key] for run in runs], 3))
         print(f"| {method} | " + " | ".join(cells) + " |")
     per_seed = (f"{method} " + ", ".join(f"{run['eval_event_f1_macro']:.3f}" for run in runs)
                 for method, runs in scores.items())

@@ -26,3 +26,28 @@ def _tiny_args(data_root, run_root, name, *extra):
 def tiny_args():
     """tiny_args(data_root, run_root, run_name, *overrides) -> train.py's argv."""
     return _tiny_args
+
+
+@pytest.fixture
+def signal_after():
+    """signal_after(steps) -> a PreemptionFlag whose signal "arrives" at the `steps`-th step boundary
+    (monkeypatch it into sed.train)."""
+    return _signal_after
+
+
+def _signal_after(steps: int):
+    from common.preemption import PreemptionFlag
+
+    class SignalAfter(PreemptionFlag):
+        checks = 0
+
+        @property
+        def requested(self):
+            SignalAfter.checks += 1
+            return SignalAfter.checks >= steps
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    return SignalAfter

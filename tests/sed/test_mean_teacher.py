@@ -140,20 +140,8 @@ def test_resume_with_a_teacher_is_bit_exact(unlabelled_root, tiny_args, straight
 
 
 def test_preempted_mean_teacher_resumes_exactly_and_evaluates_the_teacher(unlabelled_root, tiny_args, straight_mt,
-                                                                          monkeypatch, capsys):
-    class SignalAfterSevenSteps(PreemptionFlag):  # mid-epoch 1
-        checks = 0
-
-        @property
-        def requested(self):
-            SignalAfterSevenSteps.checks += 1
-            return SignalAfterSevenSteps.checks >= 7
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(train, "PreemptionFlag", SignalAfterSevenSteps)
+                                                                          monkeypatch, signal_after, capsys):
+    monkeypatch.setattr(train, "PreemptionFlag", signal_after(7))
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_args(unlabelled_root, straight_mt, "preempted", *MEAN_TEACHER))
     assert exit_info.value.code == EXIT_PREEMPTED

@@ -41,20 +41,9 @@ def test_resume_is_bit_exact(tiny_root, tiny_args, straight_run, resume_step):
     assert load_checkpoint(resumed)["history"] == load_checkpoint(steps[-1])["history"]
 
 
-def test_preemption_checkpoints_exits_75_and_resumes_exactly(tiny_root, tiny_args, straight_run, monkeypatch):
-    class SignalAfterThreeSteps(PreemptionFlag):
-        checks = 0
-
-        @property
-        def requested(self):
-            SignalAfterThreeSteps.checks += 1
-            return SignalAfterThreeSteps.checks >= 3
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(train, "PreemptionFlag", SignalAfterThreeSteps)
+def test_preemption_checkpoints_exits_75_and_resumes_exactly(tiny_root, tiny_args, straight_run, monkeypatch,
+                                                          signal_after):
+    monkeypatch.setattr(train, "PreemptionFlag", signal_after(3))
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_args(tiny_root, straight_run, "preempted", *AUGMENT))
     assert exit_info.value.code == EXIT_PREEMPTED
