@@ -260,9 +260,13 @@ def main(argv=None):
         metrics = validate(judged, valid_set, device, dtype, cfg.postprocess.tag_threshold)
         monitor.check_finite(step, "validation loss", metrics["valid_loss"])
         scheduler.step(metrics["valid_mAP"])
-        is_best = selection_key(metrics) > best
+        # A mean teacher is a candidate for best.pt only once its consistency ramp-up is over: earlier it
+        # is little more than the averaged initial weights, which a small valid split can rank first
+        # (measured: an epoch-0 teacher chosen, eval event F1 0.000; sed/README.md).
+        eligible = not use_teacher or epoch + 1 >= min(mt.rampup_epochs, cfg.train.epochs)
+        is_best = eligible and selection_key(metrics) > best
         best, best_epoch = (selection_key(metrics), epoch) if is_best else (best, best_epoch)
-        bad_epochs = 0 if is_best else bad_epochs + 1
+        bad_epochs = 0 if is_best or not eligible else bad_epochs + 1
         metrics = {**{f"train_{name}": value for name, value in train_losses.items()}, **metrics,
                    "lr": optimizer.param_groups[0]["lr"]}
         history.append({"epoch": epoch, **metrics})

@@ -2,6 +2,7 @@
 unlabelled clips (resumable, class-balanced on request), unlabelled clips kept out of the supervised
 loss, exact resume with a teacher, and the switches that came with it (context gating, median windows
 from event durations)."""
+import json
 import math
 
 import numpy as np
@@ -188,3 +189,19 @@ def test_median_windows_from_event_durations():
 
 def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_pt_is_chosen_after_the_consistency_ramp_up(unlabelled_root, tiny_args, tmp_path, monkeypatch):
+    """A teacher still ramping up is not a best.pt candidate: on a tiny valid split an epoch-0 teacher
+    (about the initial weights) ranked first and was evaluated as the model (event F1 0.000). Here the
+    valid mAP falls every epoch, so epoch 0 would win; with a 2-epoch ramp-up epoch 1 is the first candidate."""
+    real_validate, calls = train.validate, []
+
+    def falling_map(*args, **kwargs):
+        calls.append(1)
+        return {**real_validate(*args, **kwargs), "valid_mAP": 1.0 - 0.1 * len(calls)}
+
+    monkeypatch.setattr(train, "validate", falling_map)
+    overrides = [*MEAN_TEACHER, "train.mean_teacher.rampup_epochs=2", "train.epochs=3"]
+    train.main(tiny_args(unlabelled_root, tmp_path, "ramp", *overrides))
+    assert json.loads((tmp_path / "sed" / "ramp" / "summary.json").read_text())["best_epoch"] == 1
