@@ -80,11 +80,12 @@ def main(argv=None):
 
     # --- resume: weights, optimizer, RNG states and the position in the epoch ---
     epoch, step, step_in_epoch, best, train_seconds, train_images = 0, 0, 0, math.inf, 0.0, 0
+    best_valid = {}  # the validation numbers of best.pt's epoch: what summary.json reports
     state = load_for_resume(checkpointer, args.resume, map_location=device)
     if state is not None:
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
-        epoch, step, step_in_epoch, best, train_seconds, train_images = (counters[k] for k in (
-            "epoch", "step", "step_in_epoch", "best", "train_seconds", "train_images"))
+        epoch, step, step_in_epoch, best, train_seconds, train_images, best_valid = (counters[k] for k in (
+            "epoch", "step", "step_in_epoch", "best", "train_seconds", "train_images", "best_valid"))
         monitor.load_state_dict(counters["monitor"])
     tensorboard = TensorBoard(run_dir, enabled=dist_info.is_main)
 
@@ -92,11 +93,10 @@ def main(argv=None):
         monitor.sync()  # never checkpoint diverged weights
         return checkpointer.save(training_state(
             model, optimizer, scheduler, scaler, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
-            best=best, train_seconds=train_seconds, train_images=train_images, monitor=monitor.state_dict(),
-            config=to_dict(cfg)),
+            best=best, best_valid=best_valid, train_seconds=train_seconds, train_images=train_images,
+            monitor=monitor.state_dict(), config=to_dict(cfg)),
             step, is_best)
 
-    valid = {}
     while epoch < cfg.train.epochs:
         sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
         model.train()
@@ -125,6 +125,8 @@ def main(argv=None):
                                        "train/neg_elbo": means["bce"] + means["kl"], "train/loss": means["loss"],
                                        "train/kl_weight": weight, "train/lr": scheduler.get_last_lr()[0]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
+                train_seconds += time.time() - epoch_start
+                epoch_start = time.time()
                 save()
             if any_rank_requested(preemption):
                 train_seconds += time.time() - epoch_start
@@ -136,7 +138,8 @@ def main(argv=None):
         # --- validation, figures, checkpoint ---
         valid = evaluate_split(model, valid_split, cfg.eval.batch_size, cfg.eval.seed)
         is_best = valid[cfg.train.select_by] < best
-        best = min(best, valid[cfg.train.select_by])
+        if is_best:
+            best, best_valid = valid[cfg.train.select_by], {**valid, "epoch": epoch}
         tensorboard.log(epoch, {f"valid/{name}": value for name, value in valid.items()})
         if dist_info.is_main and cfg.train.figures_every_epochs \
                 and epoch % cfg.train.figures_every_epochs == 0:
@@ -151,7 +154,8 @@ def main(argv=None):
 
     if dist_info.is_main:
         write_summary(run_dir, model=f"vae-{cfg.model.arch}-z{cfg.model.latent_dim}",
-                      metrics={f"valid_{k}": float(v) for k, v in valid.items()}, params=num_params,
+                      metrics={f"valid_{k}": float(v) for k, v in best_valid.items() if k != "epoch"},
+                      best_epoch=best_valid.get("epoch"), params=num_params,
                       train={"seconds": train_seconds, "images_per_s": train_images / max(train_seconds, 1e-9),
                              "epochs": epoch, "steps": step, "device": str(device)})
         mark_finished(run_dir)

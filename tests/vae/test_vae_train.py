@@ -133,3 +133,26 @@ def test_configs_with_a_kl_warm_up_choose_best_by_neg_elbo():
     assert warming, "no config warms the KL up any more: drop this test"
     for path in warming:
         assert load_config(Config, path).train.select_by == "neg_elbo", path.name
+
+
+def test_preempted_after_the_last_epoch_checkpoint_resumes_to_a_finished_run(mnist_folder, tmp_path, monkeypatch):
+    # The Slurm warning can land after the last epoch's checkpoint, before summary.json and FINISHED:
+    # the requeued job then resumes with no epoch left to run and must still write them.
+    root, runs = mnist_folder(), tmp_path / "runs"
+    train.main(tiny_args(root, runs, "straight"))
+    calls = {"n": 0}
+
+    def signal_at_the_last_check(flag, device=None):
+        calls["n"] += 1
+        return calls["n"] == 2 * 6 + 2  # 6 steps and one end-of-epoch check in each of 2 epochs
+    monkeypatch.setattr(vae.train, "any_rank_requested", signal_at_the_last_check)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(tiny_args(root, runs, "late"))
+    assert stopped.value.code == EXIT_PREEMPTED and final_state(runs / "vae" / "late")["epoch"] == 2
+    assert not (runs / "vae" / "late" / "FINISHED").exists()
+    monkeypatch.setattr(vae.train, "any_rank_requested", lambda flag, device=None: False)
+    train.main(tiny_args(root, runs, "late") + ["--resume"])
+    assert (runs / "vae" / "late" / "FINISHED").is_file()
+    summaries = [json.loads((runs / "vae" / name / "summary.json").read_text()) for name in ("straight", "late")]
+    assert summaries[0]["metrics"] == summaries[1]["metrics"]
+    assert summaries[1]["train"]["epochs"] == 2 and summaries[1]["train"]["steps"] == 12
