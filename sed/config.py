@@ -37,7 +37,7 @@ class DataConfig:
     eval_csv: str = "metadata/eval/eval.csv"   # strong labels; the reported numbers
     eval_audio: str = "audio/eval"
     # folders of unlabelled clips (every *.wav), e.g. [audio/train/unlabel_in_domain]; read only by
-    # train.method=mean_teacher
+    # train.method=mean_teacher and train.pseudo_labels_from
     unlabelled_audio: list[str] = dataclasses.field(default_factory=list)
     features_dir: str = ""                     # HDF5 features; "" = <root>/features/<settings>
     workers: int = bounded(4, ge=1)            # feature-extraction processes
@@ -117,6 +117,10 @@ class TrainConfig:
     sampler: Literal["shuffle", "class_balanced"] = "shuffle"
     method: Literal["supervised", "mean_teacher"] = "supervised"
     mean_teacher: MeanTeacherConfig = dataclasses.field(default_factory=MeanTeacherConfig)
+    # a trained sed run (its best.pt) or checkpoint: the unlabelled clips it tags (clip probability above
+    # its postprocess.tag_threshold) join the weak train clips with those tags (the DCASE2018 baseline's
+    # second pass; sed/pseudo_labels.py). "" = off
+    pseudo_labels_from: str = ""
 
 
 @dataclasses.dataclass

@@ -29,6 +29,7 @@ from sed.models import build_model
 from sed.plots import event_timeline
 from sed.postprocess import detect_events
 from sed.prepare import prepare_data
+from sed.pseudo_labels import judged_weights
 from sed.train import predict, validate, weak_datasets
 
 
@@ -154,15 +155,11 @@ def main(argv=None):
     dtype = amp_dtype(device, cfg.run.amp)
     state = load_checkpoint(ckpt_path)
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).to(device)
+    model.load_state_dict(judged_weights(cfg, state, ckpt_path))
     mt_teacher = cfg.train.method == "mean_teacher" and cfg.train.mean_teacher.evaluate == "teacher"
-    judged = "teacher" if mt_teacher else "model"
-    if state.get(judged) is None:
-        raise ConfigError(f"{ckpt_path} has no mean teacher (a supervised run); evaluate its model with "
-                          f"train.method=supervised")
-    model.load_state_dict(state[judged])
     mean, std = state["band_mean"], state["band_std"]
     print(f"evaluating {ckpt_path} (step {state['step']}, best valid mAP {state['best'][0]:.4f}"
-          f"{', the mean teacher' if judged == 'teacher' else ''})")
+          f"{', the mean teacher' if mt_teacher else ''})")
 
     splits = prepare_data(cfg)
     _, valid_set, _, _ = weak_datasets(cfg, splits["train"])

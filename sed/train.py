@@ -48,11 +48,13 @@ from sed.mean_teacher import consistency_loss, ema_update, make_teacher, sigmoid
 from sed.metrics import tagging
 from sed.models import build_model
 from sed.prepare import prepare_data
+from sed.pseudo_labels import pseudo_labelled_clips, unlabelled_splits
 
 
-def weak_datasets(cfg: Config, train_split):
+def weak_datasets(cfg: Config, train_split, pseudo_labelled=None):
     """The weak clips split (multi-label stratified) into train and valid, normalised per mel band
-    with statistics of the train part only. Returns train_set, valid_set, band_mean, band_std."""
+    with statistics of the train part only. Returns train_set, valid_set, band_mean, band_std.
+    pseudo_labelled: (raw features, targets) of more clips for the train part only."""
     targets = label_matrix([train_split.weak[f] for f in train_split.filenames])
     train_idx, valid_idx = stratified_split(targets, cfg.data.valid_fraction, cfg.data.split_seed)
     if len(train_idx) == 0 or len(valid_idx) == 0:
@@ -65,16 +67,18 @@ def weak_datasets(cfg: Config, train_split):
               f"best.pt poorly; raise data.valid_fraction ({cfg.data.valid_fraction}) if the data allow")
     print(f"weak clips: {len(train_idx)} train, {len(valid_idx)} valid "
           f"(stratified, seed {cfg.data.split_seed}); {features.shape[1]} frames x {features.shape[2]} bands")
-    return (ClipSet(features[train_idx], targets[train_idx], mean, std),
+    train_features, train_targets = features[train_idx], targets[train_idx]
+    if pseudo_labelled is not None:
+        train_features = np.concatenate([train_features, pseudo_labelled[0]])
+        train_targets = np.concatenate([train_targets, pseudo_labelled[1]])
+        print(f"train clips with the pseudo-labelled ones: {len(train_features)}")
+    return (ClipSet(train_features, train_targets, mean, std),
             ClipSet(features[valid_idx], targets[valid_idx], mean, std), mean, std)
 
 
 def unlabelled_dataset(cfg: Config, splits: dict, band_mean, band_std) -> ClipSet:
     """Every clip of the unlabelled splits (data.unlabelled_audio), normalised like the weak ones."""
-    unlabelled = [split for name, split in splits.items() if name != "train" and split.strong is None]
-    if not unlabelled:
-        raise ConfigError("train.method=mean_teacher learns from unlabelled clips: set data.unlabelled_audio, "
-                          "e.g. data.unlabelled_audio=[audio/train/unlabel_in_domain]")
+    unlabelled = unlabelled_splits(splits, "train.method=mean_teacher")
     n_frames = frames_per_clip(cfg.features)
     features = np.concatenate([load_features(s.h5_path, s.filenames, n_frames)[0] for s in unlabelled])
     print(f"unlabelled clips: {len(features)} ({', '.join(s.name for s in unlabelled)})")
@@ -135,7 +139,9 @@ def main(argv=None):
     # ---- data: features are extracted once by the main rank, the others read them
     with main_rank_first(dist_info):
         splits = prepare_data(cfg)
-    train_set, valid_set, band_mean, band_std = weak_datasets(cfg, splits["train"])
+        pseudo_labelled = (pseudo_labelled_clips(cfg, splits, run_dir, device, dist_info.is_main)
+                           if cfg.train.pseudo_labels_from else None)
+    train_set, valid_set, band_mean, band_std = weak_datasets(cfg, splits["train"], pseudo_labelled)
     per_rank_batch = cfg.train.batch_size // dist_info.world_size
     mt = cfg.train.mean_teacher
     use_teacher = cfg.train.method == "mean_teacher"

@@ -1,0 +1,139 @@
+"""train.pseudo_labels_from: the unlabelled clips tagged by a trained run join the weak train clips
+(the DCASE2018 baseline's second pass). The labels are the source model's tags, written once and
+read back on resume; mistakes are one line."""
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from common.checkpoint import load_checkpoint
+from common.config import load_config
+from common.preemption import EXIT_PREEMPTED, PreemptionFlag
+from sed import train
+from sed.config import CLASSES, Config
+from sed.data import frames_per_clip, load_features
+from sed.models import build_model
+from sed.synth import generate
+
+UNLABELLED = "data.unlabelled_audio=[audio/train/unlabel_in_domain]"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("sed_pl_data") / "synth", train_clips=24, test_clips=6, eval_clips=6,
+                    sample_rate=16000, seed=7, unlabelled_clips=12)
+
+
+@pytest.fixture(scope="module")
+def source_run(data_root, tiny_args, tmp_path_factory):
+    """A supervised first pass. The tiny model's clip probabilities all lie near 0.5, so its tag
+    threshold is then set to the median of the clips' highest probabilities: some clips are tagged,
+    others not."""
+    runs = tmp_path_factory.mktemp("sed_pl_runs")
+    train.main(tiny_args(data_root, runs, "first", UNLABELLED))
+    run_dir = runs / "sed" / "first"
+    probs, _ = source_probabilities(run_dir, data_root)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["postprocess"]["tag_threshold"] = float(np.median(probs.max(1)))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    return run_dir
+
+
+def source_probabilities(source_run, data_root):
+    """The source best.pt's clip probabilities of the unlabelled clips (clips, classes), computed here, and
+    the clips' names."""
+    cfg = load_config(Config, source_run / "config.yaml", [])
+    state = load_checkpoint(source_run / "checkpoints" / "best.pt")
+    model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).eval()
+    model.load_state_dict(state["model"])
+    features_dir = next((data_root / "features").iterdir())
+    files = sorted(p.name for p in (data_root / "audio" / "train" / "unlabel_in_domain").glob("*.wav"))
+    mels, _ = load_features(features_dir / "unlabel_in_domain.h5", files, frames_per_clip(cfg.features))
+    with torch.no_grad():
+        return model(torch.from_numpy((mels - state["band_mean"]) / state["band_std"]))[1].numpy(), files
+
+
+def expected_tags(source_run, data_root):
+    """{split/filename: labels} and the untagged names, from the source's best.pt and tag threshold."""
+    probs, files = source_probabilities(source_run, data_root)
+    threshold = load_config(Config, source_run / "config.yaml", []).postprocess.tag_threshold
+    tagged = {f"unlabel_in_domain/{f}": [c for c, p in zip(CLASSES, row) if p > threshold]
+              for f, row in zip(files, probs)}
+    return {k: v for k, v in tagged.items() if v}, sorted(k for k, v in tagged.items() if not v)
+
+
+def read_labels(run_dir):
+    lines = (run_dir / "pseudo_labels.tsv").read_text().splitlines()
+    assert lines[0] == "filename\tevent_labels"
+    return {name: labels.split(",") for name, labels in (line.split("\t") for line in lines[1:])}
+
+
+def test_the_source_models_tags_join_the_train_clips_and_resume_reads_them_back(
+        data_root, source_run, tiny_args, tmp_path, monkeypatch, signal_after, capsys):
+    expected, untagged = expected_tags(source_run, data_root)
+    assert expected and untagged  # the fixture's threshold gives both kinds
+    second = ["train.pseudo_labels_from=" + str(source_run), UNLABELLED, "run.checkpoint_every_steps=1"]
+    capsys.readouterr()
+    train.main(tiny_args(data_root, tmp_path, "straight", *second))
+    out = capsys.readouterr().out
+    straight_dir = tmp_path / "sed" / "straight"
+    assert read_labels(straight_dir) == expected
+    assert (straight_dir / "pseudo_labels_untagged.txt").read_text().split() == untagged
+    assert f"{len(expected)} of 12 unlabelled clips tagged" in out
+    weak_train = int(re.search(r"weak clips: (\d+) train", out).group(1))
+    assert f"train clips with the pseudo-labelled ones: {weak_train + len(expected)}" in out
+    straight = load_checkpoint(sorted((straight_dir / "checkpoints").glob("step-*.pt"))[-1])
+    assert straight["step"] == 2 * ((weak_train + len(expected)) // 8)  # batch 8, 2 epochs
+
+    # preempted, then resumed after the source run is gone: the labels come from the run folder
+    monkeypatch.setattr(train, "PreemptionFlag", signal_after(3))
+    with pytest.raises(SystemExit) as stopped:
+        train.main(tiny_args(data_root, tmp_path, "preempted", *second))
+    assert stopped.value.code == EXIT_PREEMPTED
+    monkeypatch.setattr(train, "PreemptionFlag", PreemptionFlag)
+    moved = tmp_path / "moved_away"
+    shutil.move(source_run, moved)
+    try:
+        train.main(tiny_args(data_root, tmp_path, "preempted", *second) + ["--resume"])
+    finally:
+        shutil.move(moved, source_run)
+    resumed = load_checkpoint(sorted((tmp_path / "sed" / "preempted" / "checkpoints").glob("step-*.pt"))[-1])
+    assert resumed["step"] == straight["step"]
+    for name, value in straight["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ([], "train.pseudo_labels_from learns from unlabelled clips: set data.unlabelled_audio"),
+    ([UNLABELLED, "features.n_mels=32"], "was trained on 64 mel bands, these features have 32"),
+])
+def test_pseudo_label_mistakes_are_one_error_line(data_root, source_run, tiny_args, tmp_path, capsys,
+                                                  overrides, message):
+    with pytest.raises(SystemExit) as stopped:
+        train.main(tiny_args(data_root, tmp_path, "bad", "train.pseudo_labels_from=" + str(source_run), *overrides))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_missing_source_run_is_one_error_line(data_root, tiny_args, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(tiny_args(data_root, tmp_path, "bad", "train.pseudo_labels_from=" + str(tmp_path / "nowhere"),
+                             UNLABELLED))
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nowhere" in err and "\n" not in err
+
+
+def test_a_source_that_tags_nothing_is_one_error_line(data_root, source_run, tiny_args, tmp_path, capsys):
+    strict = tmp_path / "strict"
+    shutil.copytree(source_run, strict)
+    config = yaml.safe_load((strict / "config.yaml").read_text())
+    config["postprocess"]["tag_threshold"] = 1.0
+    (strict / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):
+        train.main(tiny_args(data_root, tmp_path, "bad", "train.pseudo_labels_from=" + str(strict), UNLABELLED))
+    err = capsys.readouterr().err.strip()
+    assert "tags none of the 12 unlabelled clips above 1.0; train it further" in err and "\n" not in err
