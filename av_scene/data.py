@@ -42,6 +42,9 @@ class DataConfig:
     test_csv: str = "evaluation_setup/fold1_evaluate.csv"
     valid_csv: str = ""                  # empty: hold out whole locations of train_csv
     valid_fraction: float = bounded(0.15, gt=0, lt=1)  # share of each class's training clips held out (by location)
+    # draws the held-out locations; apart from run.seed, so that runs with other seeds validate (choose
+    # best.pt, fit late fusion and temperature) on the same clips
+    split_seed: int = bounded(0, ge=0)
     audio_h5: list[str] = dataclasses.field(default_factory=lambda: [
         "audio_features_data/train.hdf5", "audio_features_data/val.hdf5", "audio_features_data/test.hdf5"])
     video_h5: list[str] = dataclasses.field(default_factory=lambda: [
@@ -247,7 +250,8 @@ class SceneDataset(torch.utils.data.Dataset):
 
 
 def load_splits(cfg: DataConfig, seed: int = 0) -> dict[str, SceneDataset]:
-    """{"train", "valid", "test"} datasets from the course layout (embeddings held in memory as float16)."""
+    """{"train", "valid", "test"} datasets from the course layout (embeddings held in memory as float16).
+    seed (run.seed) draws the training crops; cfg.split_seed the validation locations."""
     root = resolve_path(cfg.root)
     if cfg.synthetic:
         from av_scene.synthetic import make_synthetic_dataset
@@ -256,7 +260,7 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> dict[str, SceneDataset]:
     if cfg.valid_csv:
         valid_clips = read_fold_csv(resolve_data_path(root, cfg.valid_csv))
     else:
-        train_clips, valid_clips = split_by_location(train_clips, cfg.valid_fraction, seed)
+        train_clips, valid_clips = split_by_location(train_clips, cfg.valid_fraction, cfg.split_seed)
     test_clips = read_fold_csv(resolve_data_path(root, cfg.test_csv))
     parts = {"train": train_clips, "valid": valid_clips, "test": test_clips}
     arrays = {name: {} for name in parts}

@@ -32,6 +32,14 @@ def test_loader_reads_the_course_layout(small_root, h5_files):
     assert abs(frames.mean()) < 0.1 and abs(frames.std() - 1) < 0.1
 
 
+def test_the_validation_locations_do_not_depend_on_the_run_seed(small_root, h5_files):
+    cfg = DataConfig(root=str(small_root), num_frames=8, valid_fraction=0.25, **h5_files)
+    stems = {seed: [c.stem for c in load_splits(cfg, seed=seed)["valid"].clips] for seed in (0, 5)}
+    assert stems[0] == stems[5]
+    other = DataConfig(root=str(small_root), num_frames=8, valid_fraction=0.25, split_seed=3, **h5_files)
+    assert [c.stem for c in load_splits(other, seed=0)["valid"].clips] != stems[0]
+
+
 def test_key_layouts_are_interchangeable(tmp_path):
     stem = "park-lyon-1001-40000-a"
     frames = np.arange(12, dtype=np.float32).reshape(3, 4)
