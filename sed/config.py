@@ -95,7 +95,8 @@ class MeanTeacherConfig:
     clips towards the teacher's. An epoch is one pass over the weak train clips."""
     unlabelled_fraction: float = bounded(0.5, gt=0, lt=1)  # of each batch, the rest are weak clips
     ema_decay: float = bounded(0.999, ge=0, lt=1)          # teacher = decay * teacher + (1 - decay) * student
-    consistency_weight: float = bounded(2.0, ge=0)         # on MSE(clip probs) + MSE(frame probs)
+    consistency_weight: float = bounded(2.0, ge=0)         # on MSE(clip probs) + frame_weight * MSE(frame probs)
+    frame_weight: float = bounded(1.0, ge=0)               # 0: consistency of the clip probabilities only
     rampup_epochs: float = bounded(10.0, ge=0)             # weight * exp(-5 (1 - t)^2) up to this epoch
     noise_std: float = bounded(0.15, ge=0)                 # Gaussian input noise, drawn apart for each model
     evaluate: Literal["teacher", "student"] = "teacher"    # the model valid mAP, best.pt and evaluate.py use

@@ -39,8 +39,11 @@ def sigmoid_rampup(step: int, rampup_steps: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-def consistency_loss(student_frames, student_clips, teacher_frames, teacher_clips) -> torch.Tensor:
-    """MSE between the student's and the teacher's probabilities, frame (batch, time, classes) plus clip
-    (batch, classes), in fp32. The teacher's side is a target: no gradient flows into it."""
-    return (F.mse_loss(student_frames.float(), teacher_frames.detach().float())
-            + F.mse_loss(student_clips.float(), teacher_clips.detach().float()))
+def consistency_loss(student_frames, student_clips, teacher_frames, teacher_clips,
+                     frame_weight: float = 1.0) -> torch.Tensor:
+    """MSE between the student's and the teacher's probabilities, clip (batch, classes) plus frame_weight
+    times frame (batch, time, classes), in fp32. The teacher's side is a target: no gradient flows into it."""
+    clip_term = F.mse_loss(student_clips.float(), teacher_clips.detach().float())
+    if frame_weight == 0:
+        return clip_term
+    return clip_term + frame_weight * F.mse_loss(student_frames.float(), teacher_frames.detach().float())

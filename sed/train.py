@@ -235,7 +235,8 @@ def main(argv=None):
                 # BCE on the weak labels of the labelled clips only; consistency with the teacher on all clips.
                 labelled, targets = is_labelled(targets).to(device), targets.to(device)
                 losses["supervised_loss"] = weak_label_loss(clip_probs[labelled], targets[labelled])
-                losses["consistency_loss"] = consistency_loss(frame_probs, clip_probs, teacher_frames, teacher_clips)
+                losses["consistency_loss"] = consistency_loss(frame_probs, clip_probs, teacher_frames, teacher_clips,
+                                                              mt.frame_weight)
                 weight = mt.consistency_weight * sigmoid_rampup(step, mt.rampup_epochs * steps_per_epoch)
                 loss = losses["supervised_loss"] + weight * losses["consistency_loss"]
             optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ from common.preemption import EXIT_PREEMPTED, PreemptionFlag
 from sed import evaluate, train
 from sed.config import CLASSES, ModelConfig
 from sed.data import TrainBatches
-from sed.mean_teacher import ema_update, make_teacher, sigmoid_rampup
+from sed.mean_teacher import consistency_loss, ema_update, make_teacher, sigmoid_rampup
 from sed.models import build_model
 from sed.synth import generate
 
@@ -61,6 +61,23 @@ def test_consistency_weight_ramps_up_as_a_sigmoid():
     assert sigmoid_rampup(0, 0) == 1.0                    # no ramp
     ramp = [sigmoid_rampup(s, 100) for s in range(101)]
     assert all(a < b for a, b in zip(ramp, ramp[1:]))
+
+
+def test_consistency_loss_is_the_clip_mse_plus_the_weighted_frame_mse_with_no_gradient_to_the_teacher():
+    g = torch.Generator().manual_seed(0)
+    student_frames, teacher_frames = torch.rand(2, 3, 5, 10, generator=g)
+    student_clips, teacher_clips = torch.rand(2, 3, 10, generator=g)
+    student_frames.requires_grad_(True)
+    teacher_frames.requires_grad_(True)
+    clip = ((student_clips - teacher_clips) ** 2).mean()
+    frame = ((student_frames - teacher_frames) ** 2).mean()
+    both = consistency_loss(student_frames, student_clips, teacher_frames, teacher_clips)
+    assert torch.allclose(both, clip + frame)
+    assert torch.allclose(consistency_loss(student_frames, student_clips, teacher_frames, teacher_clips, 0.5),
+                          clip + 0.5 * frame)
+    assert torch.allclose(consistency_loss(student_frames, student_clips, teacher_frames, teacher_clips, 0.0), clip)
+    both.backward()
+    assert student_frames.grad is not None and teacher_frames.grad is None
 
 
 def test_batches_mix_weak_and_unlabelled_clips_at_the_ratio_and_resume_exactly():
