@@ -16,6 +16,8 @@ from sed import train
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, load_features
 from sed.models import build_model
+from sed.prepare import Split, features_dir
+from sed.pseudo_labels import tag_clips
 from sed.synth import generate
 
 UNLABELLED = "data.unlabelled_audio=[audio/train/unlabel_in_domain]"
@@ -49,9 +51,9 @@ def source_probabilities(source_run, data_root):
     state = load_checkpoint(source_run / "checkpoints" / "best.pt")
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).eval()
     model.load_state_dict(state["model"])
-    features_dir = next((data_root / "features").iterdir())
+    features = features_dir(cfg)
     files = sorted(p.name for p in (data_root / "audio" / "train" / "unlabel_in_domain").glob("*.wav"))
-    mels, _ = load_features(features_dir / "unlabel_in_domain.h5", files, frames_per_clip(cfg.features))
+    mels, _ = load_features(features / "unlabel_in_domain.h5", files, frames_per_clip(cfg.features))
     with torch.no_grad():
         return model(torch.from_numpy((mels - state["band_mean"]) / state["band_std"]))[1].numpy(), files
 
@@ -137,3 +139,16 @@ def test_a_source_that_tags_nothing_is_one_error_line(data_root, source_run, tin
         train.main(tiny_args(data_root, tmp_path, "bad", "train.pseudo_labels_from=" + str(strict), UNLABELLED))
     err = capsys.readouterr().err.strip()
     assert "tags none of the 12 unlabelled clips above 1.0; train it further" in err and "\n" not in err
+
+
+def test_tagging_in_chunks_gives_the_probabilities_of_one_pass(data_root, source_run):
+    cfg = load_config(Config, source_run / "config.yaml", [])
+    features = features_dir(cfg)
+    files = sorted(p.name for p in (data_root / "audio" / "train" / "unlabel_in_domain").glob("*.wav"))
+    split = Split("unlabel_in_domain", features / "unlabel_in_domain.h5", files, {}, None)
+    whole, threshold, _ = tag_clips(str(source_run), [split], frames_per_clip(cfg.features), "cpu")
+    chunked, _, _ = tag_clips(str(source_run), [split, split], frames_per_clip(cfg.features), "cpu", chunk=5)
+    assert whole.shape == (12, len(CLASSES)) and threshold == cfg.postprocess.tag_threshold
+    np.testing.assert_allclose(chunked, np.concatenate([whole, whole]), rtol=1e-5, atol=1e-6)
+    expected, _ = source_probabilities(source_run, data_root)
+    np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-6)
