@@ -13,6 +13,13 @@ def tiny_root(tmp_path_factory):
                     sample_rate=16000, seed=7)
 
 
+@pytest.fixture(scope="session")
+def unlabelled_root(tmp_path_factory):
+    """The tiny set plus 10 unlabelled in-domain clips (mean teacher, pseudo-labels)."""
+    return generate(tmp_path_factory.mktemp("sed_unlabelled_data") / "synth", train_clips=24, test_clips=6,
+                    eval_clips=6, sample_rate=16000, seed=7, unlabelled_clips=10)
+
+
 def _tiny_args(data_root, run_root, name, *extra):
     """The demo config shrunk to seconds: 24 weak clips, a 2-block 4-channel CRNN, 2 epochs."""
     return ["--config", DEMO_CONFIG, f"data.root={data_root}", "data.synth.enabled=false", "data.workers=1",

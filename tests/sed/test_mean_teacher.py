@@ -16,18 +16,11 @@ from sed.config import CLASSES, ModelConfig
 from sed.data import TrainBatches
 from sed.mean_teacher import consistency_loss, ema_update, make_teacher, sigmoid_rampup
 from sed.models import build_model
-from sed.synth import generate
 
 # 22 weak train clips, 4 weak + 4 unlabelled per batch: 5 steps per epoch, 2 epochs
 MEAN_TEACHER = ["train.method=mean_teacher", "data.unlabelled_audio=[audio/train/unlabel_in_domain]",
                 "train.mean_teacher.unlabelled_fraction=0.5", "train.mean_teacher.rampup_epochs=1",
                 "augment.spec_augment=true", "augment.noise=true", "run.checkpoint_every_steps=1", "run.keep_last=20"]
-
-
-@pytest.fixture(scope="module")
-def unlabelled_root(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("sed_mt_data") / "synth", train_clips=24, test_clips=6, eval_clips=6,
-                    sample_rate=16000, seed=7, unlabelled_clips=10)
 
 
 @pytest.fixture(scope="module")
