@@ -64,14 +64,14 @@ def tag_clips(source: str, splits: list, n_frames: int, device, chunk: int = 256
     return torch.cat(clip_probs).numpy(), source_cfg.postprocess.tag_threshold, f"{ckpt_path} (step {state['step']})"
 
 
-def pseudo_labelled_clips(cfg: Config, splits: dict, run_dir: Path, device, is_main: bool):
+def pseudo_labelled_clips(cfg: Config, splits: dict, run_dir: Path, device, is_main: bool, resuming: bool):
     """(raw features (clips, frames, bands), weak targets (clips, classes)) of the unlabelled clips that
-    the source model tags. The main rank writes the labels on a fresh start; every later read (other
-    ranks, --resume) takes them from the run folder."""
+    the source model tags. The main rank writes the labels on a fresh start (over any left by an earlier
+    attempt); every later read (other ranks, --resume) takes them from the run folder."""
     labels_path = Path(run_dir) / PSEUDO_LABELS
     sources = {split.name: split for split in unlabelled_splits(splits, "train.pseudo_labels_from")}
     n_frames = frames_per_clip(cfg.features)
-    if is_main and not labels_path.exists():
+    if is_main and (not resuming or not labels_path.exists()):
         names = [(split.name, f) for split in sources.values() for f in split.filenames]
         probs, threshold, described = tag_clips(cfg.train.pseudo_labels_from, list(sources.values()), n_frames, device)
         tagged = probs > threshold

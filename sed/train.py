@@ -139,7 +139,8 @@ def main(argv=None):
     # ---- data: features are extracted once by the main rank, the others read them
     with main_rank_first(dist_info):
         splits = prepare_data(cfg)
-        pseudo_labelled = (pseudo_labelled_clips(cfg, splits, run_dir, device, dist_info.is_main)
+        pseudo_labelled = (pseudo_labelled_clips(cfg, splits, run_dir, device, dist_info.is_main,
+                                                 resuming=args.resume is not None)
                            if cfg.train.pseudo_labels_from else None)
     train_set, valid_set, band_mean, band_std = weak_datasets(cfg, splits["train"], pseudo_labelled)
     per_rank_batch = cfg.train.batch_size // dist_info.world_size

@@ -71,10 +71,12 @@ def test_the_source_models_tags_join_the_train_clips_and_resume_reads_them_back(
     expected, untagged = expected_tags(source_run, unlabelled_root)
     assert expected and untagged  # the fixture's threshold gives both kinds
     second = ["train.pseudo_labels_from=" + str(source_run), UNLABELLED, "run.checkpoint_every_steps=1"]
+    straight_dir = tmp_path / "sed" / "straight"
+    straight_dir.mkdir(parents=True)  # an earlier attempt that stopped before its first checkpoint
+    (straight_dir / "pseudo_labels.tsv").write_text("filename\tevent_labels\nunlabel_in_domain/stale.wav\tDog\n")
     capsys.readouterr()
     train.main(tiny_args(unlabelled_root, tmp_path, "straight", *second))
     out = capsys.readouterr().out
-    straight_dir = tmp_path / "sed" / "straight"
     assert read_labels(straight_dir) == expected
     assert (straight_dir / "pseudo_labels_untagged.txt").read_text().split() == untagged
     assert f"{len(expected)} of 10 unlabelled clips tagged" in out
