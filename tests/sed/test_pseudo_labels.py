@@ -10,14 +10,14 @@ import torch
 import yaml
 
 from common.checkpoint import load_checkpoint
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.preemption import EXIT_PREEMPTED, PreemptionFlag
 from sed import train
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, load_features
 from sed.models import build_model
 from sed.prepare import Split, features_dir
-from sed.pseudo_labels import tag_clips
+from sed.pseudo_labels import judged_weights, tag_clips
 
 UNLABELLED = "data.unlabelled_audio=[audio/train/unlabel_in_domain]"
 
@@ -147,3 +147,14 @@ def test_tagging_in_chunks_gives_the_probabilities_of_one_pass(unlabelled_root, 
     np.testing.assert_allclose(chunked, np.concatenate([whole, whole]), rtol=1e-5, atol=1e-6)
     expected, _ = source_probabilities(source_run, unlabelled_root)
     np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_mean_teacher_source_tags_with_its_teacher_unless_it_is_judged_by_its_student():
+    state = {"model": {"w": 1}, "teacher": {"w": 2}}
+    teacher_run = load_config(Config, None, ["train.method=mean_teacher"])
+    assert judged_weights(teacher_run, state, "best.pt") == {"w": 2}
+    student_run = load_config(Config, None, ["train.method=mean_teacher", "train.mean_teacher.evaluate=student"])
+    assert judged_weights(student_run, state, "best.pt") == {"w": 1}
+    assert judged_weights(load_config(Config, None, []), {"model": {"w": 1}, "teacher": None}, "best.pt") == {"w": 1}
+    with pytest.raises(ConfigError, match="best.pt has no mean teacher"):
+        judged_weights(teacher_run, {"model": {"w": 1}, "teacher": None}, "best.pt")
