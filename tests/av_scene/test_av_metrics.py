@@ -1,5 +1,5 @@
 import numpy as np
-from sklearn.metrics import log_loss, precision_recall_fscore_support
+from sklearn.metrics import balanced_accuracy_score, log_loss, precision_recall_fscore_support
 
 from av_scene.conflict import agreement_breakdown, conflict_report
 from av_scene.evaluate import classwise_table, fit_temperature
@@ -21,6 +21,20 @@ def test_log_loss_matches_scikit_learn_and_a_hand_computed_case():
     probs = softmax(rng.standard_normal((40, 10)))
     labels = rng.integers(0, 4, 40)
     assert np.isclose(headline_metrics(labels, probs)["log_loss"], log_loss(labels, probs, labels=list(range(10))))
+
+
+def test_macro_averages_weigh_every_class_present_alike():
+    probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+    labels = np.array([0, 0, 0, 2])  # class 0 three times, class 2 once, class 1 absent
+    metrics = headline_metrics(labels, probs)
+    assert np.isclose(metrics["accuracy"], 3 / 4) and np.isclose(metrics["accuracy_macro"], (2 / 3 + 1) / 2)
+    class_0 = -(np.log(0.7) + np.log(0.6) + np.log(0.2)) / 3
+    assert np.isclose(metrics["log_loss_macro"], (class_0 - np.log(0.8)) / 2)
+    rng = np.random.default_rng(3)
+    probs = softmax(rng.standard_normal((300, 10)))
+    labels = rng.choice(10, 300, p=[0.3, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.0])
+    assert np.isclose(headline_metrics(labels, probs)["accuracy_macro"],
+                      balanced_accuracy_score(labels, probs.argmax(1)))
 
 
 def test_temperature_scaling_recovers_the_overconfidence():
