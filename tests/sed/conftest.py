@@ -20,6 +20,24 @@ def unlabelled_root(tmp_path_factory):
                     eval_clips=6, sample_rate=16000, seed=7, unlabelled_clips=10)
 
 
+@pytest.fixture
+def course_copy():
+    """course_copy(root, tmp_path, class_lines) -> a copy of the generated set `root` rearranged as the
+    course's folder: label/ instead of metadata/, no test split, the given class_label_indices.txt lines."""
+    return _course_copy
+
+
+def _course_copy(root, tmp_path, class_lines):
+    import shutil
+    course = tmp_path / "course"
+    shutil.copytree(root / "audio", course / "audio", ignore=shutil.ignore_patterns("test"))
+    for split, csv in (("train", "weak.csv"), ("eval", "eval.csv")):
+        (course / "label" / split).mkdir(parents=True)
+        shutil.copy(root / "metadata" / split / csv, course / "label" / split / csv)
+    (course / "label" / "class_label_indices.txt").write_text("".join(f"{line}\n" for line in class_lines))
+    return course
+
+
 def _tiny_args(data_root, run_root, name, *extra):
     """The demo config shrunk to seconds: 24 weak clips, a 2-block 4-channel CRNN, 2 epochs."""
     return ["--config", DEMO_CONFIG, f"data.root={data_root}", "data.synth.enabled=false", "data.workers=1",

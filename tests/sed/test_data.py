@@ -260,22 +260,10 @@ def test_extraction_pool_under_the_preemption_flag_ends(tiny_root, tmp_path):
         assert run.stdout.splitlines() == ["4 [False, False]"] * 3, phase
 
 
-def course_copy(tiny_root, tmp_path, class_lines):
-    """tiny_root rearranged as the course's folder: label/ instead of metadata/, no test split."""
-    import shutil
-    root = tmp_path / "course"
-    shutil.copytree(tiny_root / "audio", root / "audio", ignore=shutil.ignore_patterns("test"))
-    for split, csv in (("train", "weak.csv"), ("eval", "eval.csv")):
-        (root / "label" / split).mkdir(parents=True)
-        shutil.copy(tiny_root / "metadata" / split / csv, root / "label" / split / csv)
-    (root / "label" / "class_label_indices.txt").write_text("".join(f"{line}\n" for line in class_lines))
-    return root
-
-
 FAST = ["features.sample_rate=16000", "features.n_fft=1024", "features.hop_ms=80", "data.workers=1"]
 
 
-def test_course_layout_is_read_without_overrides(tiny_root, tmp_path, capsys):
+def test_course_layout_is_read_without_overrides(tiny_root, tmp_path, capsys, course_copy):
     root = course_copy(tiny_root, tmp_path, ["index,display_name"] + [f"{i},{c}" for i, c in enumerate(CLASSES)])
     splits = prepare_data(load_config(Config, None, [f"data.root={root}", *FAST]))
     assert sorted(splits) == ["eval", "train"]
@@ -289,7 +277,7 @@ def test_course_layout_is_read_without_overrides(tiny_root, tmp_path, capsys):
     ([f"{i}\t{c}" for i, c in enumerate(CLASSES)] + ["Guitar"],
      "class_label_indices.txt:11: expected '<index> <class name>'"),
 ])
-def test_course_class_list_must_name_the_ten_classes(tiny_root, tmp_path, class_lines, message):
+def test_course_class_list_must_name_the_ten_classes(tiny_root, tmp_path, class_lines, message, course_copy):
     root = course_copy(tiny_root, tmp_path, class_lines)
     with pytest.raises(ConfigError, match=message):
         prepare_data(load_config(Config, None, [f"data.root={root}", *FAST]))

@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from common.checkpoint import load_checkpoint
-from common.config import ConfigError, load_config
+from common.config import REPO_ROOT, ConfigError, load_config
 from common.preemption import EXIT_PREEMPTED, PreemptionFlag
-from sed import train
+from sed import evaluate, train
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, load_features
 from sed.models import build_model
@@ -38,12 +38,12 @@ def source_run(unlabelled_root, tiny_args, tmp_path_factory):
 
 
 def source_probabilities(source_run, unlabelled_root):
-    """The source best.pt's clip probabilities of the unlabelled clips (clips, classes), computed here, and
-    the clips' names."""
+    """The source best.pt's clip probabilities of the unlabelled clips (clips, classes), computed here
+    (with the teacher of a mean-teacher run), and the clips' names."""
     cfg = load_config(Config, source_run / "config.yaml", [])
     state = load_checkpoint(source_run / "checkpoints" / "best.pt")
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).eval()
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["teacher" if cfg.train.method == "mean_teacher" else "model"])
     features = features_dir(cfg)
     files = sorted(p.name for p in (unlabelled_root / "audio" / "train" / "unlabel_in_domain").glob("*.wav"))
     mels, _ = load_features(features / "unlabel_in_domain.h5", files, frames_per_clip(cfg.features))
@@ -158,3 +158,32 @@ def test_a_mean_teacher_source_tags_with_its_teacher_unless_it_is_judged_by_its_
     assert judged_weights(load_config(Config, None, []), {"model": {"w": 1}, "teacher": None}, "best.pt") == {"w": 1}
     with pytest.raises(ConfigError, match="best.pt has no mean teacher"):
         judged_weights(teacher_run, {"model": {"w": 1}, "teacher": None}, "best.pt")
+
+
+def test_the_course_mean_teacher_config_on_the_course_layout_then_a_pseudo_label_pass(
+        unlabelled_root, tmp_path, course_copy, capsys):
+    # The path a course student takes: configs/mean_teacher.yaml on the course's folder (label/..., no
+    # test split, the unlabelled in-domain folder), evaluated, then a second pass tagged by its teacher.
+    root = course_copy(unlabelled_root, tmp_path, [f"{i}\t{c}" for i, c in enumerate(CLASSES)])
+    shrink = [f"data.root={root}", "data.workers=1", "features.sample_rate=16000", "features.n_fft=1024",
+              "features.hop_ms=80", "model.conv_channels=[4,4]", "model.freq_pool=[8,8]", "model.time_pool=[1,1]",
+              "model.rnn_hidden=8", "model.rnn_layers=1", "train.epochs=2", "train.batch_size=8",
+              "train.mean_teacher.rampup_epochs=1", f"run.root={tmp_path / 'runs'}"]
+    course_config = str(REPO_ROOT / "sed" / "configs" / "mean_teacher.yaml")
+    train.main(["--config", course_config, *shrink, "run.name=mt"])
+    first = tmp_path / "runs" / "sed" / "mt"
+    capsys.readouterr()
+    evaluate.main([str(first)])
+    out = capsys.readouterr().out
+    assert "the mean teacher" in out and "eval: event F1" in out and "post-processing chosen" not in out
+    # the teacher tags: make its threshold the median of the clips' highest probabilities (tiny model)
+    probs, files = source_probabilities(first, root)
+    config = yaml.safe_load((first / "config.yaml").read_text())
+    config["postprocess"]["tag_threshold"] = threshold = float(np.median(probs.max(1)))
+    (first / "config.yaml").write_text(yaml.safe_dump(config))
+    train.main(["--config", course_config, *shrink, "run.name=second", "train.method=supervised",
+                f"train.pseudo_labels_from={first}"])
+    expected = {f"unlabel_in_domain/{f}": [c for c, p in zip(CLASSES, row) if p > threshold]
+                for f, row in zip(files, probs)}
+    assert read_labels(tmp_path / "runs" / "sed" / "second") == {k: v for k, v in expected.items() if v}
+    evaluate.main([str(tmp_path / "runs" / "sed" / "second")])
