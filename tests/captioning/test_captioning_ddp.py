@@ -4,7 +4,10 @@ preempted through one rank resumes to exactly the numbers of an uninterrupted 2-
 compared with one process: the small CNN's BatchNorm normalises each rank's half batch with its own
 statistics."""
 import json
+import subprocess
 import sys
+
+import torch
 
 from common.config import REPO_ROOT
 
@@ -23,3 +26,22 @@ def test_two_ranks_write_one_run_folder_and_resume_after_preemption(tmp_path, tw
     assert ddp["metrics"] == straight["metrics"]
     drop_speed = lambda history: [{k: v for k, v in h.items() if k != "train_images_per_s"} for h in history]
     assert drop_speed(ddp["history"]) == drop_speed(straight["history"])
+
+
+def test_two_ranks_fine_tune_with_scst_and_resume_exactly(tmp_path, two_rank_preempted_run):
+    # each rank samples its own captions (seed + rank) and the gradients of both are averaged
+    config = str(REPO_ROOT / "captioning/configs/demo.yaml")
+    shapes = f"data.root={tmp_path / 'shapes'}"
+    first = subprocess.run([sys.executable, "-m", "captioning.train", "--config", config, shapes, *TINY,
+                            "train.epochs=1", f"run.root={tmp_path / 'xe'}", "run.name=xe"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    def command(name, *extra):
+        return [sys.executable, "-m", "captioning.train", "--config", config, shapes, *TINY,
+                "train.method=scst", f"train.init_from={tmp_path / 'xe' / 'captioning' / 'xe'}", "train.batch_size=4",
+                "train.scst_samples=3", "train.lr=1e-3", f"run.root={tmp_path}", f"run.name={name}", *extra]
+    straight, resumed = two_rank_preempted_run(command, tmp_path / "captioning")
+    assert json.loads((tmp_path / "captioning" / "ddp" / "summary.json").read_text())["model"].endswith("+scst")
+    for name, value in straight["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
