@@ -49,6 +49,13 @@ def train_step(model, inputs, targets, state, optimizer, scaler, clip, device, a
     return loss.detach(), grad_norm, detach_state(state)
 
 
+def early_stop_reached(valid_losses: list[float], patience: int) -> bool:
+    """No valid loss of the last `patience` epochs beats the best before them (patience 0: never). Also
+    the loop's condition, so that a run resumed from its early-stop checkpoint does not train on."""
+    return bool(patience) and len(valid_losses) > patience and \
+        min(valid_losses[-patience:]) >= min(valid_losses[:-patience])
+
+
 @cli_main
 def main(argv=None):
     cfg, args = parse_args(Config, argv, description=__doc__.splitlines()[0])
@@ -121,7 +128,8 @@ def main(argv=None):
     if out_of_time:
         print(f"train.max_minutes={cfg.train.max_minutes} is already spent ({train_seconds / 60:.1f} minutes of "
               f"training, epoch {epoch}, step {step}): nothing to do; raise train.max_minutes to continue")
-    while epoch < cfg.train.epochs and not out_of_time:
+    while epoch < cfg.train.epochs and not out_of_time \
+            and not early_stop_reached(valid_losses, cfg.train.early_stop_patience):
         segments = bptt_segments(train_rows.size(1), cfg.train.bptt, cfg.train.variable_bptt,
                                  cfg.run.seed, epoch)
         train_model.train()
@@ -195,11 +203,8 @@ def main(argv=None):
             print(f"NT-ASGD: valid loss stopped improving; averaging weights from step {step}")
             averaged = AveragedModel(model)
         save(is_best)
-        patience = cfg.train.early_stop_patience
-        if patience and len(valid_losses) > patience and min(valid_losses[-patience:]) >= min(
-                valid_losses[:-patience]):
-            print(f"early stop: valid perplexity has not improved for {patience} epochs")
-            break
+        if early_stop_reached(valid_losses, cfg.train.early_stop_patience):
+            print(f"early stop: valid perplexity has not improved for {cfg.train.early_stop_patience} epochs")
 
     # stopped by the budget before train.epochs: not FINISHED, so a larger budget can continue it
     status = "budget" if out_of_time and epoch < cfg.train.epochs else "finished"

@@ -265,3 +265,17 @@ def test_time_budget_stops_mid_epoch_unfinished_and_a_larger_budget_continues_ex
     assert final[0]["step"] == final[1]["step"]
     for key, value in final[0]["model"].items():
         assert torch.equal(value, final[1]["model"][key]), key
+
+
+def test_an_early_stopped_run_killed_before_its_summary_does_not_train_on(corpus_dir, tmp_path, monkeypatch):
+    # a constant valid perplexity: with patience 1, early stopping ends the 5-epoch run after epoch 2
+    monkeypatch.setattr(lm.train, "perplexity", lambda nll, count: 10.0)
+    run_dir = train(corpus_dir, tmp_path, "stopped", "train.epochs=5", "train.early_stop_patience=1")
+    stopped = load_checkpoint(sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1])
+    assert stopped["epoch"] == 2
+    # killed in the window between the last checkpoint and summary.json / FINISHED
+    (run_dir / "FINISHED").unlink()
+    (run_dir / "summary.json").unlink()
+    train(corpus_dir, tmp_path, "stopped", "train.epochs=5", "train.early_stop_patience=1", resume="latest")
+    assert (run_dir / "FINISHED").is_file() and json.loads((run_dir / "summary.json").read_text())["epochs"] == 2
+    assert load_checkpoint(sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1])["step"] == stopped["step"]
