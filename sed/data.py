@@ -170,10 +170,14 @@ def band_stats(features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, n
 
 
 class ClipSet(torch.utils.data.Dataset):
-    """Normalised log-mels (clips, frames, n_mels) with clip targets (clips, classes)."""
+    """Normalised log-mels (clips, frames, n_mels) with clip targets (clips, classes). `features` (float32)
+    is normalised in place and kept: the 14,412 unlabelled DCASE clips alone are 1.9 GB, and a
+    normalised copy tripled the peak memory."""
 
     def __init__(self, features: np.ndarray, targets: np.ndarray, mean: np.ndarray, std: np.ndarray):
-        self.features = torch.from_numpy((features - mean) / std)
+        features -= mean
+        features /= std
+        self.features = torch.from_numpy(features)
         self.targets = torch.from_numpy(targets)
 
     def __len__(self) -> int:

@@ -80,7 +80,8 @@ def unlabelled_dataset(cfg: Config, splits: dict, band_mean, band_std) -> ClipSe
     """Every clip of the unlabelled splits (data.unlabelled_audio), normalised like the weak ones."""
     unlabelled = unlabelled_splits(splits, "train.method=mean_teacher")
     n_frames = frames_per_clip(cfg.features)
-    features = np.concatenate([load_features(s.h5_path, s.filenames, n_frames)[0] for s in unlabelled])
+    parts = [load_features(s.h5_path, s.filenames, n_frames)[0] for s in unlabelled]
+    features = parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy of the usual single folder
     print(f"unlabelled clips: {len(features)} ({', '.join(s.name for s in unlabelled)})")
     return unlabelled_set(features, len(CLASSES), band_mean, band_std)
 
