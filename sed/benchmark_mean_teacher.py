@@ -34,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--name", default="bench_mt", help="runs go to runs/sed/<name>/<method>-seed<k>")
     parser.add_argument("--pseudo-epochs", type=int, default=14, help="epochs of the pseudo-label second pass")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value changes for both methods")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value changes for every method")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     cfg = load_config(Config, args.config, args.overrides)
     weak_per_batch = cfg.train.batch_size - round(cfg.train.batch_size * cfg.train.mean_teacher.unlabelled_fraction)
@@ -57,13 +57,13 @@ def main(argv=None):
     print(f"\n{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); eval split, macro F1, mean ± std\n")
     print("| method | " + " | ".join(METRICS.values()) + " |")
     print("|---|" + "---|" * len(METRICS))
-    for method, runs in scores.items():
+    for method, results in scores.items():
         cells = []
         for key in METRICS:
-            cells.append(mean_std([run[key] for run in runs], 3))
+            cells.append(mean_std([run[key] for run in results], 3))
         print(f"| {method} | " + " | ".join(cells) + " |")
-    per_seed = (f"{method} " + ", ".join(f"{run['eval_event_f1_macro']:.3f}" for run in runs)
-                for method, runs in scores.items())
+    per_seed = (f"{method} " + ", ".join(f"{run['eval_event_f1_macro']:.3f}" for run in results)
+                for method, results in scores.items())
     print("\nper seed (event F1): " + "; ".join(per_seed))
 
 

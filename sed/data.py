@@ -188,8 +188,9 @@ class ClipSet(torch.utils.data.Dataset):
 
 
 def unlabelled_set(features: np.ndarray, n_classes: int, mean: np.ndarray, std: np.ndarray) -> ClipSet:
-    """Clips without labels. Their targets are NaN: a loss that reached them would be NaN and stop the
-    run as diverged, so they can never silently enter the supervised loss."""
+    """Clips without labels (`features` is normalised in place, as by ClipSet). Their targets are NaN: a
+    loss that reached them would be NaN and stop the run as diverged, so they can never silently enter
+    the supervised loss."""
     return ClipSet(features, np.full((len(features), n_classes), np.nan, dtype=np.float32), mean, std)
 
 

@@ -25,11 +25,11 @@ from common.run import read_summary, write_summary
 from sed import metrics
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, hop_seconds, label_matrix, load_features
+from sed.mean_teacher import judged_weights, judges_teacher
 from sed.models import build_model
 from sed.plots import event_timeline
 from sed.postprocess import detect_events
 from sed.prepare import prepare_data
-from sed.pseudo_labels import judged_weights
 from sed.train import predict, validate, weak_datasets
 
 
@@ -156,10 +156,9 @@ def main(argv=None):
     state = load_checkpoint(ckpt_path)
     model = build_model(cfg.model, cfg.features.n_mels, len(CLASSES)).to(device)
     model.load_state_dict(judged_weights(cfg, state, ckpt_path))
-    mt_teacher = cfg.train.method == "mean_teacher" and cfg.train.mean_teacher.evaluate == "teacher"
     mean, std = state["band_mean"], state["band_std"]
     print(f"evaluating {ckpt_path} (step {state['step']}, best valid mAP {state['best'][0]:.4f}"
-          f"{', the mean teacher' if mt_teacher else ''})")
+          f"{', the mean teacher' if judges_teacher(cfg) else ''})")
 
     splits = prepare_data(cfg)
     _, valid_set, _, _ = weak_datasets(cfg, splits["train"])

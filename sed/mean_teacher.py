@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from common.config import ConfigError
+
 
 def make_teacher(student: torch.nn.Module) -> torch.nn.Module:
     """A copy of the student that is never trained by the optimizer, only by ema_update."""
@@ -47,3 +49,17 @@ def consistency_loss(student_frames, student_clips, teacher_frames, teacher_clip
     if frame_weight == 0:
         return clip_term
     return clip_term + frame_weight * F.mse_loss(student_frames.float(), teacher_frames.detach().float())
+
+
+def judges_teacher(cfg) -> bool:
+    """Whether a run is judged (valid mAP, best.pt, evaluate.py, pseudo-labels) by its mean teacher."""
+    return cfg.train.method == "mean_teacher" and cfg.train.mean_teacher.evaluate == "teacher"
+
+
+def judged_weights(cfg, state: dict, ckpt_path) -> dict:
+    """The weights in checkpoint `state` that the run of config `cfg` is judged by: teacher or model."""
+    if judges_teacher(cfg) and state.get("teacher") is None:
+        raise ConfigError(f"{ckpt_path} holds no mean teacher (a supervised run's checkpoint), but its config "
+                          f"judges the teacher (train.method=mean_teacher); judge its model instead "
+                          f"(train.method=supervised or train.mean_teacher.evaluate=student)")
+    return state["teacher" if judges_teacher(cfg) else "model"]

@@ -8,6 +8,7 @@ format (`<split>/<filename><TAB>label,label`), with every clip that got no tag l
 uninterrupted run's."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,11 @@ from common.checkpoint import find_checkpoint, load_checkpoint
 from common.config import ConfigError, load_config
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, label_matrix, load_features, read_weak_csv
+from sed.mean_teacher import judged_weights
 from sed.models import build_model
 
 PSEUDO_LABELS = "pseudo_labels.tsv"
 UNTAGGED = "pseudo_labels_untagged.txt"
-
-
-def judged_weights(cfg: Config, state: dict, ckpt_path: Path) -> dict:
-    """The weights a run is judged by: its mean teacher (train.mean_teacher.evaluate=teacher) or its model."""
-    teacher = cfg.train.method == "mean_teacher" and cfg.train.mean_teacher.evaluate == "teacher"
-    if teacher and state.get("teacher") is None:
-        raise ConfigError(f"{ckpt_path} has no mean teacher (a supervised run); evaluate its model with "
-                          f"train.method=supervised")
-    return state["teacher" if teacher else "model"]
 
 
 def unlabelled_splits(splits: dict, needed_by: str) -> list:
@@ -42,23 +35,27 @@ def unlabelled_splits(splits: dict, needed_by: str) -> list:
 
 
 @torch.no_grad()
-def tag_clips(source: str, splits: list, n_frames: int, device, chunk: int = 256) -> tuple[np.ndarray, float, str]:
+def tag_clips(source: str, splits: list, features_cfg, device, chunk: int = 256) -> tuple[np.ndarray, float, str]:
     """Clip probabilities (clips, classes) of every clip of `splits`, in order, from the run or checkpoint
     `source`, on features normalised with its own band statistics; also its tag threshold and a
-    description. Features are read `chunk` clips at a time (14,412 DCASE clips are 1.9 GB)."""
+    description. The source must have been trained on features made with `features_cfg`. Features are
+    read `chunk` clips at a time (14,412 DCASE clips are 1.9 GB)."""
     run_dir, ckpt_path = find_checkpoint(source, "sed")
     source_cfg = load_config(Config, run_dir / "config.yaml", [])
+    changed = [f"features.{key}={value} there, {getattr(features_cfg, key)} here"
+               for key, value in dataclasses.asdict(source_cfg.features).items() if getattr(features_cfg, key) != value]
+    if changed:
+        raise ConfigError(f"train.pseudo_labels_from: {run_dir} was trained on other features ({'; '.join(changed)}); "
+                          f"use the features.* of that run")
     state = load_checkpoint(ckpt_path)
     model = build_model(source_cfg.model, source_cfg.features.n_mels, len(CLASSES)).to(device)
     model.load_state_dict(judged_weights(source_cfg, state, ckpt_path))
     model.eval()
+    n_frames = frames_per_clip(features_cfg)
     clip_probs = []
     for split in splits:
         for start in range(0, len(split.filenames), chunk):
             features, _ = load_features(split.h5_path, split.filenames[start:start + chunk], n_frames)
-            if features.shape[2] != len(state["band_mean"]):
-                raise ConfigError(f"train.pseudo_labels_from: {ckpt_path} was trained on {len(state['band_mean'])} "
-                                  f"mel bands, these features have {features.shape[2]}; use the features.* of that run")
             mels = torch.from_numpy((features - state["band_mean"]) / state["band_std"]).to(device)
             clip_probs.append(model(mels)[1].float().cpu())
     return torch.cat(clip_probs).numpy(), source_cfg.postprocess.tag_threshold, f"{ckpt_path} (step {state['step']})"
@@ -73,7 +70,8 @@ def pseudo_labelled_clips(cfg: Config, splits: dict, run_dir: Path, device, is_m
     n_frames = frames_per_clip(cfg.features)
     if is_main and (not resuming or not labels_path.exists()):
         names = [(split.name, f) for split in sources.values() for f in split.filenames]
-        probs, threshold, described = tag_clips(cfg.train.pseudo_labels_from, list(sources.values()), n_frames, device)
+        probs, threshold, described = tag_clips(cfg.train.pseudo_labels_from, list(sources.values()), cfg.features,
+                                                device)
         tagged = probs > threshold
         lines = [f"{split}/{name}\t{','.join(c for c, on in zip(CLASSES, row) if on)}"
                  for (split, name), row in zip(names, tagged) if row.any()]
@@ -94,6 +92,7 @@ def pseudo_labelled_clips(cfg: Config, splits: dict, run_dir: Path, device, is_m
             raise ConfigError(f"{labels_path} names clips of {split}, which data.unlabelled_audio does not hold; "
                               f"start a new run for other unlabelled data")
         clips.setdefault(split, []).append(name)
-    features = np.concatenate([load_features(sources[s].h5_path, names, n_frames)[0] for s, names in clips.items()])
+    parts = [load_features(sources[s].h5_path, names, n_frames)[0] for s, names in clips.items()]
+    features = parts[0] if len(parts) == 1 else np.concatenate(parts)
     targets = label_matrix([labels[f"{s}/{name}"] for s, names in clips.items() for name in names])
     return features, targets

@@ -44,7 +44,7 @@ from sed.data import (
     stratified_split,
     unlabelled_set,
 )
-from sed.mean_teacher import consistency_loss, ema_update, make_teacher, sigmoid_rampup
+from sed.mean_teacher import consistency_loss, ema_update, judges_teacher, make_teacher, sigmoid_rampup
 from sed.metrics import tagging
 from sed.models import build_model
 from sed.prepare import prepare_data
@@ -144,6 +144,7 @@ def main(argv=None):
                                                  resuming=args.resume is not None)
                            if cfg.train.pseudo_labels_from else None)
     train_set, valid_set, band_mean, band_std = weak_datasets(cfg, splits["train"], pseudo_labelled)
+    del pseudo_labelled  # the train set holds its own (normalised) copy
     per_rank_batch = cfg.train.batch_size // dist_info.world_size
     mt = cfg.train.mean_teacher
     use_teacher = cfg.train.method == "mean_teacher"
@@ -176,7 +177,7 @@ def main(argv=None):
     train_model = torch.nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
     teacher = make_teacher(model) if use_teacher else None
     # the model that valid mAP (best.pt, lr decay, early stopping) and evaluate.py judge
-    judged = teacher if use_teacher and mt.evaluate == "teacher" else model
+    judged = teacher if judges_teacher(cfg) else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.train.plateau_factor,
                                                            patience=cfg.train.plateau_patience)
@@ -219,7 +220,7 @@ def main(argv=None):
         train_model.train()
         if teacher is not None:
             teacher.train()  # dropout and batch statistics: the teacher's own noise, as in the paper
-        epoch_start = time.time()
+        epoch_start = clock = time.time()  # clock: start of the time not yet in train_seconds
         for mels, targets in loader:
             losses = {}
             if teacher is None:
@@ -258,13 +259,13 @@ def main(argv=None):
                 tb.log(step, {**{f"{name}/train": value for name, value in monitor.interval_means(step).items()},
                               "lr": optimizer.param_groups[0]["lr"]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
-                train_seconds += time.time() - epoch_start
-                epoch_start = time.time()
+                train_seconds += time.time() - clock
+                clock = time.time()
                 save()
             if any_rank_requested(preemption):
-                train_seconds += time.time() - epoch_start
+                train_seconds += time.time() - clock
                 preemption.exit(save())
-        train_seconds += time.time() - epoch_start
+        train_seconds += time.time() - clock
         train_losses = monitor.epoch_means(step)  # stops here on divergence, before validating NaN weights
         metrics = validate(judged, valid_set, device, dtype, cfg.postprocess.tag_threshold)
         monitor.check_finite(step, "validation loss", metrics["valid_loss"])

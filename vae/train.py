@@ -84,8 +84,9 @@ def main(argv=None):
     state = load_for_resume(checkpointer, args.resume, map_location=device)
     if state is not None:
         counters = restore_training_state(state, model, optimizer, scheduler, scaler)
-        epoch, step, step_in_epoch, best, train_seconds, train_images, best_valid = (counters[k] for k in (
-            "epoch", "step", "step_in_epoch", "best", "train_seconds", "train_images", "best_valid"))
+        epoch, step, step_in_epoch, best, train_seconds, train_images = (counters[k] for k in (
+            "epoch", "step", "step_in_epoch", "best", "train_seconds", "train_images"))
+        best_valid = counters.get("best_valid", {})  # absent from checkpoints written before 2026-12-03
         monitor.load_state_dict(counters["monitor"])
     tensorboard = TensorBoard(run_dir, enabled=dist_info.is_main)
 
@@ -100,7 +101,7 @@ def main(argv=None):
     while epoch < cfg.train.epochs:
         sampler.set_epoch(epoch, start=step_in_epoch * per_rank_batch)
         model.train()
-        epoch_start = time.time()
+        epoch_start = clock = time.time()  # clock: start of the time not yet in train_seconds
         for images, _ in batches(train_split, per_rank_batch, sampler):
             inputs = draw_pixels(images, cfg.data.pixels)
             weight = kl_weight(step, cfg.train.beta, cfg.train.kl_warmup_steps)
@@ -125,13 +126,13 @@ def main(argv=None):
                                        "train/neg_elbo": means["bce"] + means["kl"], "train/loss": means["loss"],
                                        "train/kl_weight": weight, "train/lr": scheduler.get_last_lr()[0]})
             if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
-                train_seconds += time.time() - epoch_start
-                epoch_start = time.time()
+                train_seconds += time.time() - clock
+                clock = time.time()
                 save()
             if any_rank_requested(preemption):
-                train_seconds += time.time() - epoch_start
+                train_seconds += time.time() - clock
                 preemption.exit(save())
-        train_seconds += time.time() - epoch_start
+        train_seconds += time.time() - clock
         epoch, step_in_epoch = epoch + 1, 0
         monitor.epoch_means(step)  # stops here on divergence, before evaluating NaN weights
 

@@ -1,6 +1,7 @@
 """train.pseudo_labels_from: the unlabelled clips tagged by a trained run join the weak train clips
 (the DCASE2018 baseline's second pass). The labels are the source model's tags, written once and
 read back on resume; mistakes are one line."""
+import json
 import re
 import shutil
 
@@ -15,9 +16,10 @@ from common.preemption import EXIT_PREEMPTED, PreemptionFlag
 from sed import evaluate, train
 from sed.config import CLASSES, Config
 from sed.data import frames_per_clip, load_features
+from sed.mean_teacher import judged_weights
 from sed.models import build_model
 from sed.prepare import Split, features_dir
-from sed.pseudo_labels import judged_weights, tag_clips
+from sed.pseudo_labels import tag_clips
 
 UNLABELLED = "data.unlabelled_audio=[audio/train/unlabel_in_domain]"
 
@@ -84,6 +86,10 @@ def test_the_source_models_tags_join_the_train_clips_and_resume_reads_them_back(
     assert f"train clips with the pseudo-labelled ones: {weak_train + len(expected)}" in out
     straight = load_checkpoint(sorted((straight_dir / "checkpoints").glob("step-*.pt"))[-1])
     assert straight["step"] == 2 * ((weak_train + len(expected)) // 8)  # batch 8, 2 epochs
+    # the band statistics come from the weak train clips alone: the source run's, on the same split
+    source_state = load_checkpoint(source_run / "checkpoints" / "best.pt")
+    assert np.array_equal(straight["band_mean"], source_state["band_mean"])
+    assert np.array_equal(straight["band_std"], source_state["band_std"])
 
     # preempted, then resumed after the source run is gone: the labels come from the run folder
     monkeypatch.setattr(train, "PreemptionFlag", signal_after(3))
@@ -105,7 +111,8 @@ def test_the_source_models_tags_join_the_train_clips_and_resume_reads_them_back(
 
 @pytest.mark.parametrize("overrides,message", [
     ([], "train.pseudo_labels_from learns from unlabelled clips: set data.unlabelled_audio"),
-    ([UNLABELLED, "features.n_mels=32"], "was trained on 64 mel bands, these features have 32"),
+    ([UNLABELLED, "features.n_mels=32", "features.hop_ms=40"],
+     "was trained on other features (features.hop_ms=80.0 there, 40.0 here; features.n_mels=64 there, 32 here)"),
 ])
 def test_pseudo_label_mistakes_are_one_error_line(unlabelled_root, source_run, tiny_args, tmp_path, capsys,
                                                   overrides, message):
@@ -141,8 +148,8 @@ def test_tagging_in_chunks_gives_the_probabilities_of_one_pass(unlabelled_root, 
     features = features_dir(cfg)
     files = sorted(p.name for p in (unlabelled_root / "audio" / "train" / "unlabel_in_domain").glob("*.wav"))
     split = Split("unlabel_in_domain", features / "unlabel_in_domain.h5", files, {}, None)
-    whole, threshold, _ = tag_clips(str(source_run), [split], frames_per_clip(cfg.features), "cpu")
-    chunked, _, _ = tag_clips(str(source_run), [split, split], frames_per_clip(cfg.features), "cpu", chunk=5)
+    whole, threshold, _ = tag_clips(str(source_run), [split], cfg.features, "cpu")
+    chunked, _, _ = tag_clips(str(source_run), [split, split], cfg.features, "cpu", chunk=5)
     assert whole.shape == (10, len(CLASSES)) and threshold == cfg.postprocess.tag_threshold
     np.testing.assert_allclose(chunked, np.concatenate([whole, whole]), rtol=1e-5, atol=1e-6)
     expected, _ = source_probabilities(source_run, unlabelled_root)
@@ -156,7 +163,7 @@ def test_a_mean_teacher_source_tags_with_its_teacher_unless_it_is_judged_by_its_
     student_run = load_config(Config, None, ["train.method=mean_teacher", "train.mean_teacher.evaluate=student"])
     assert judged_weights(student_run, state, "best.pt") == {"w": 1}
     assert judged_weights(load_config(Config, None, []), {"model": {"w": 1}, "teacher": None}, "best.pt") == {"w": 1}
-    with pytest.raises(ConfigError, match="best.pt has no mean teacher"):
+    with pytest.raises(ConfigError, match="best.pt holds no mean teacher"):
         judged_weights(teacher_run, {"model": {"w": 1}, "teacher": None}, "best.pt")
 
 
@@ -187,3 +194,6 @@ def test_the_course_mean_teacher_config_on_the_course_layout_then_a_pseudo_label
                 for f, row in zip(files, probs)}
     assert read_labels(tmp_path / "runs" / "sed" / "second") == {k: v for k, v in expected.items() if v}
     evaluate.main([str(tmp_path / "runs" / "sed" / "second")])
+    summary = json.loads((tmp_path / "runs" / "sed" / "second" / "summary.json").read_text())
+    assert summary["status"] == "finished" and 0 <= summary["metrics"]["eval_event_f1_macro"] <= 1
+    assert (tmp_path / "runs" / "sed" / "second" / "predictions_eval.tsv").is_file()

@@ -34,8 +34,9 @@ def test_two_ranks_train_a_mean_teacher_on_pseudo_labels_and_resume_exactly(unla
             "train.method=mean_teacher", "train.mean_teacher.unlabelled_fraction=0.5",
             "train.mean_teacher.rampup_epochs=1", f"train.pseudo_labels_from={source}", *extra)]
     straight, resumed = two_rank_preempted_run(command, tmp_path / "sed")
-    for name, value in straight["teacher"].items():
-        assert torch.equal(resumed["teacher"][name], value), name
+    for weights in ("model", "teacher"):
+        for name, value in straight[weights].items():
+            assert torch.equal(resumed[weights][name], value), (weights, name)
     for run in ("straight", "ddp"):
         lines = (tmp_path / "sed" / run / "pseudo_labels.tsv").read_text().splitlines()
         assert len(lines) == 1 + 10 and all(set(line.split("\t")[1].split(",")) == set(CLASSES) for line in lines[1:])
