@@ -2,7 +2,7 @@
 seeds, on the demo's shapes set: test BLEU-4, METEOR, CIDEr (mean ± std over seeds) and the number
 of distinct test captions of each model.
 
-    python -m captioning.benchmark_scst [--seeds 0 1 2] [--xe-epochs 3] [--scst-epochs 2] [key=value ...]
+    python -m captioning.benchmark_scst [--seeds 0,1,2] [--xe-epochs 3] [--scst-epochs 2] [key=value ...]
     python -m captioning.benchmark_scst --reward-speed data/flickr8k   # CIDEr-D rewards per second
 
 For each seed, one cross-entropy run of xe + scst epochs is trained (keeping every epoch's
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from common.config import REPO_ROOT, resolve_path
+from common.config import REPO_ROOT, int_list, resolve_path
 from common.log import mean_std
 
 CONFIG = "captioning/configs/demo.yaml"
@@ -69,7 +69,7 @@ def reward_speed(folder) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2], help="comma-separated, e.g. 0,1,2")
     parser.add_argument("--xe-epochs", type=int, default=3)
     parser.add_argument("--scst-epochs", type=int, default=2)
     parser.add_argument("--reward-speed", type=resolve_path, metavar="FLICKR8K_DIR",

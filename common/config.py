@@ -269,6 +269,14 @@ def save_config(cfg, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def int_list(text: str) -> list[int]:
+    """argparse type for `--seeds 0,1,2`: one token, so that key=value overrides may follow the option."""
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 0,1,2; got {text!r}") from None
+
+
 def parse_args(schema: type, argv: list[str] | None = None, description: str = ""):
     """`--config FILE [--resume [CKPT]] [key=value ...]` -> (validated config, argparse namespace)."""
     parser = argparse.ArgumentParser(description=description)

@@ -2,7 +2,7 @@
 clips: trains each for each seed, evaluates each best.pt, and prints eval event F1, segment F1 and
 tagging F1 (macro) as mean ± std over the seeds.
 
-    python -m sed.benchmark_mean_teacher [--config sed/configs/demo_mean_teacher.yaml] [--seeds 0 1 2] [key=value ...]
+    python -m sed.benchmark_mean_teacher [--config sed/configs/demo_mean_teacher.yaml] [--seeds 0,1,2] [key=value ...]
 
 The config (a mean-teacher one) fixes the data and the model. The supervised runs use the same weak
 clips per batch and the same number of steps (batch = the mean-teacher batch's weak part), so the two
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from common.config import REPO_ROOT, cli_main, load_config
+from common.config import REPO_ROOT, cli_main, int_list, load_config
 from common.log import mean_std
 from common.run import is_finished
 from sed import evaluate, train
@@ -31,7 +31,7 @@ METRICS = {"eval_event_f1_macro": "event F1", "eval_segment_f1_macro": "segment 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(REPO_ROOT / "sed" / "configs" / "demo_mean_teacher.yaml"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2], help="comma-separated, e.g. 0,1,2")
     parser.add_argument("--name", default="bench_mt", help="runs go to runs/sed/<name>/<method>-seed<k>")
     parser.add_argument("--pseudo-epochs", type=int, default=14, help="epochs of the pseudo-label second pass")
     parser.add_argument("overrides", nargs="*", help="key.sub=value changes for every method")

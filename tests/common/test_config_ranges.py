@@ -1,11 +1,13 @@
 """Settings that cannot work stop every project's real train.py with one `error:` line and exit
-status 2 while the config is parsed, before any data is read; the shipped configs stay in range."""
+status 2 while the config is parsed, before any data is read; the shipped configs stay in range.
+Also the benchmarks' seed lists."""
+import argparse
 import importlib
 
 import pytest
 
 import common.config
-from common.config import REPO_ROOT, load_config
+from common.config import REPO_ROOT, int_list, load_config
 
 PROJECTS = ["lm", "valle_tts", "vae", "sed", "captioning", "av_scene"]
 BATCH_SIZE = {"lm": "train.batch_size", "valle_tts": "data.max_batch_s", "vae": "train.batch_size",
@@ -44,3 +46,13 @@ def test_every_shipped_config_is_in_range(path):
     else:
         schema = importlib.import_module(f"{project}.train").Config
     load_config(schema, path)
+
+
+def test_seed_lists_are_one_token_so_overrides_may_follow():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args(["--seeds", "0,3", "run.cpu_threads=2"])
+    assert args.seeds == [0, 3] and args.overrides == ["run.cpu_threads=2"]
+    with pytest.raises(argparse.ArgumentTypeError, match="integers separated by commas"):
+        int_list("0 1")
