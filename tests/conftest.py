@@ -37,6 +37,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def fake_project():
+    """fake_project(code_dir, name, {relative path: text}) -> the folder of a stand-in project package
+    (train.py, evaluate.py, ...) under code_dir, for tests of the scripts that run a project by name."""
+    def write(code_dir: Path, name: str, files: dict[str, str]) -> Path:
+        package = code_dir / name
+        for relative, text in {"__init__.py": "", **files}.items():
+            (package / relative).parent.mkdir(parents=True, exist_ok=True)
+            (package / relative).write_text(text)
+        return package
+    return write
+
+
+@pytest.fixture
 def launch_ranks():
     """start(command, world_size=2) -> one Popen per rank, with the variables torchrun would set
     (gloo on CPU, a free localhost port)."""

@@ -32,14 +32,9 @@ def test_grid_expands_every_combination():
         parse_grid(["model.hidden"])
 
 
-def test_sweep_runs_each_point_and_writes_one_table(tmp_path):
-    package = tmp_path / "code" / "fakeproj"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "train.py").write_text(FAKE_TRAIN)
-    (package / "evaluate.py").write_text(FAKE_EVALUATE)
-    (package / "configs").mkdir()
-    (package / "configs" / "base.yaml").write_text("{}\n")
+def test_sweep_runs_each_point_and_writes_one_table(tmp_path, fake_project):
+    package = fake_project(tmp_path / "code", "fakeproj",
+                           {"train.py": FAKE_TRAIN, "evaluate.py": FAKE_EVALUATE, "configs/base.yaml": "{}\n"})
     env = {"PYTHONPATH": str(tmp_path / "code"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", "common.sweep", "--config", str(package / "configs" / "base.yaml"),
                              "--grid", "model.hidden=10,13,20", "--runs-root", str(tmp_path / "runs")],

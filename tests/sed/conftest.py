@@ -54,6 +54,20 @@ def tiny_args():
 
 
 @pytest.fixture
+def train_error(capsys):
+    """train_error(argv) -> the one `error:` line with which sed.train stops (exit status 2) on argv."""
+    def check(argv: list[str]) -> str:
+        from sed import train
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            train.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stopped.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+    return check
+
+
+@pytest.fixture
 def signal_after():
     """signal_after(steps) -> a PreemptionFlag whose signal "arrives" at the `steps`-th step boundary
     (monkeypatch it into sed.train)."""

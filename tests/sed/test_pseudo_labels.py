@@ -114,33 +114,25 @@ def test_the_source_models_tags_join_the_train_clips_and_resume_reads_them_back(
     ([UNLABELLED, "features.n_mels=32", "features.hop_ms=40"],
      "was trained on other features (features.hop_ms=80.0 there, 40.0 here; features.n_mels=64 there, 32 here)"),
 ])
-def test_pseudo_label_mistakes_are_one_error_line(unlabelled_root, source_run, tiny_args, tmp_path, capsys,
+def test_pseudo_label_mistakes_are_one_error_line(unlabelled_root, source_run, tiny_args, tmp_path, train_error,
                                                   overrides, message):
-    with pytest.raises(SystemExit) as stopped:
-        train.main(tiny_args(unlabelled_root, tmp_path, "bad", f"train.pseudo_labels_from={source_run}", *overrides))
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert message in train_error(tiny_args(unlabelled_root, tmp_path, "bad", f"train.pseudo_labels_from={source_run}",
+                                            *overrides))
 
 
-def test_a_missing_source_run_is_one_error_line(unlabelled_root, tiny_args, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        train.main(tiny_args(unlabelled_root, tmp_path, "bad", "train.pseudo_labels_from=" + str(tmp_path / "nowhere"),
-                             UNLABELLED))
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "nowhere" in err and "\n" not in err
+def test_a_missing_source_run_is_one_error_line(unlabelled_root, tiny_args, tmp_path, train_error):
+    assert "nowhere" in train_error(tiny_args(unlabelled_root, tmp_path, "bad",
+                                              f"train.pseudo_labels_from={tmp_path / 'nowhere'}", UNLABELLED))
 
 
-def test_a_source_that_tags_nothing_is_one_error_line(unlabelled_root, source_run, tiny_args, tmp_path, capsys):
+def test_a_source_that_tags_nothing_is_one_error_line(unlabelled_root, source_run, tiny_args, tmp_path, train_error):
     strict = tmp_path / "strict"
     shutil.copytree(source_run, strict)
     config = yaml.safe_load((strict / "config.yaml").read_text())
     config["postprocess"]["tag_threshold"] = 1.0
     (strict / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(SystemExit):
-        train.main(tiny_args(unlabelled_root, tmp_path, "bad", "train.pseudo_labels_from=" + str(strict), UNLABELLED))
-    err = capsys.readouterr().err.strip()
-    assert "tags none of the 10 unlabelled clips above 1.0; train it further" in err and "\n" not in err
+    err = train_error(tiny_args(unlabelled_root, tmp_path, "bad", f"train.pseudo_labels_from={strict}", UNLABELLED))
+    assert "tags none of the 10 unlabelled clips above 1.0; train it further" in err
 
 
 def test_tagging_in_chunks_gives_the_probabilities_of_one_pass(unlabelled_root, source_run):

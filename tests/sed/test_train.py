@@ -83,19 +83,12 @@ def test_evaluate_writes_predictions_report_figures_and_summary(straight_run):
     ("data.valid_fraction=0.01", "data.valid_fraction=0.01 leaves 24 train and 0 valid clips of the 24 weak clips"),
     ("data.valid_fraction=0.99", "data.valid_fraction=0.99 leaves 0 train and 24 valid clips of the 24 weak clips"),
 ])
-def test_user_mistakes_are_one_error_line(tiny_root, tiny_args, tmp_path, capsys, override, message):
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(tiny_args(tiny_root, tmp_path, "bad", override))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err
+def test_user_mistakes_are_one_error_line(tiny_root, tiny_args, tmp_path, train_error, override, message):
+    assert message in train_error(tiny_args(tiny_root, tmp_path, "bad", override))
 
 
-def test_missing_data_root_is_one_error_line(tiny_args, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        train.main(tiny_args(tmp_path / "nowhere", tmp_path, "missing"))
-    err = capsys.readouterr().err.strip()
-    assert "nowhere does not exist" in err and "\n" not in err
+def test_missing_data_root_is_one_error_line(tiny_args, tmp_path, train_error):
+    assert "nowhere does not exist" in train_error(tiny_args(tmp_path / "nowhere", tmp_path, "missing"))
 
 
 def test_divergence_stops_with_one_line_and_exit_3(tiny_root, tiny_args, tmp_path, expect_divergence):

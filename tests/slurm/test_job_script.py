@@ -19,12 +19,8 @@ print("evaluation complete")
 """
 
 
-def test_time_limit_warning_during_the_evaluation_lets_it_finish(tmp_path):
-    package = tmp_path / "code" / "toyproject"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "train.py").write_text(TRAIN)
-    (package / "evaluate.py").write_text(EVALUATE)
+def test_time_limit_warning_during_the_evaluation_lets_it_finish(tmp_path, fake_project):
+    fake_project(tmp_path / "code", "toyproject", {"train.py": TRAIN, "evaluate.py": EVALUATE})
     script = 'source slurm/_job.sh; train_with_restarts toyproject config.yaml "$@"'
     env = {**os.environ, "SLURM_SUBMIT_DIR": str(REPO_ROOT), "PYTHONPATH": str(tmp_path / "code"),
            "RUN_NAME": "toy", "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
